@@ -1,0 +1,120 @@
+"""A loaded town: CARLA's own OpenDRIVE parser, generated spawn points and the road surface.
+
+The server parses the .xodr with the same ``carla.Map`` the client uses, so roads,
+lanes and junctions agree on both sides of the wire.
+"""
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+
+import carla
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..world import geometry
+from .towns import TownSource
+
+SPAWN_SPACING_M = 12.0           # distance between spawn points along a lane
+SPAWN_HEIGHT_M = 0.3             # above the lane surface, as CARLA's recommended points are
+SPAWN_FOOTPRINT_HALF_M = (2.6, 1.1)  # a large car's footprint; no two spawn points' footprints overlap
+SURFACE_SAMPLE_M = 1.0           # spacing of road-surface samples
+
+
+class TownLoadError(ValueError):
+    """An .xodr that cannot be used; the message names the file and the parser's complaint."""
+
+
+@dataclass
+class Town:
+    name: str
+    xodr: str
+    carla_map: carla.Map
+    spawn_points: list[tuple[tuple[float, float, float], tuple[float, float, float]]]
+    surface: "RoadSurface"
+    content_hash: str = field(default="")
+
+    @property
+    def map_path(self) -> str:
+        """What get_map_info reports as the map name, like CARLA's 'Carla/Maps/Town01'."""
+        return f"Carla/Maps/{self.name}"
+
+
+class RoadSurface:
+    """Height and slope of the nearest lane centre, for putting vehicles on the road."""
+
+    def __init__(self, points: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> None:
+        self._points = points
+        self._pitch = pitch
+        self._roll = roll
+        self._tree = cKDTree(points)
+
+    def query(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(n, 3) positions -> ground z, pitch, roll (degrees) and horizontal distance to the sample."""
+        _, index = self._tree.query(xyz)
+        sample = self._points[index]
+        horizontal = np.hypot(sample[:, 0] - xyz[:, 0], sample[:, 1] - xyz[:, 1])
+        return sample[:, 2], self._pitch[index], self._roll[index], horizontal
+
+
+def load_town(source: TownSource) -> Town:
+    text = source.read()
+    origin = str(source.path) if source.path else f"generated town {source.name}"
+    try:
+        ElementTree.fromstring(text)
+    except ElementTree.ParseError as error:
+        raise TownLoadError(f"{origin}: malformed OpenDRIVE: {error}") from None
+    try:
+        carla_map = carla.Map(source.name, text)
+    except RuntimeError as error:
+        raise TownLoadError(f"{origin}: CARLA's OpenDRIVE parser failed: {error}") from None
+    samples = carla_map.generate_waypoints(SURFACE_SAMPLE_M)
+    if not samples:
+        raise TownLoadError(f"{origin}: no driving lanes in this OpenDRIVE file")
+    surface = _road_surface(samples)
+    return Town(
+        name=source.name,
+        xodr=text,
+        carla_map=carla_map,
+        spawn_points=generate_spawn_points(carla_map),
+        surface=surface,
+        content_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
+    )
+
+
+def _road_surface(waypoints: list[carla.Waypoint]) -> RoadSurface:
+    poses = np.array([(w.transform.location.x, w.transform.location.y, w.transform.location.z,
+                       w.transform.rotation.pitch, w.transform.rotation.roll) for w in waypoints])
+    return RoadSurface(poses[:, :3], poses[:, 3], poses[:, 4])
+
+
+def generate_spawn_points(carla_map: carla.Map) -> list[tuple[tuple[float, float, float], tuple[float, float, float]]]:
+    """Driving-lane points at regular spacing outside junctions, lane-centred, heading along the lane.
+
+    Candidates are visited in a fixed order and one is dropped when its footprint would
+    overlap an accepted one, so no two spawn points collide (CARLA refuses such spawns).
+    """
+    candidates = [w for w in carla_map.generate_waypoints(SPAWN_SPACING_M)
+                  if not w.is_junction and w.lane_type == carla.LaneType.Driving]
+    if not candidates:
+        return []
+    poses = np.array([(w.transform.location.x, w.transform.location.y, w.transform.location.z,
+                       w.transform.rotation.yaw) for w in candidates])
+    order = np.lexsort((poses[:, 1], poses[:, 0]))
+    poses = poses[order]
+    half = np.tile(SPAWN_FOOTPRINT_HALF_M, (len(poses), 1))
+    corners = geometry.box_corners_2d(poses[:, :2], poses[:, 3], half)
+    tree = cKDTree(poses[:, :2])
+    reach = 2.0 * float(np.hypot(*SPAWN_FOOTPRINT_HALF_M))
+    accepted: list[int] = []
+    rejected = np.zeros(len(poses), dtype=bool)
+    for i in range(len(poses)):
+        if rejected[i]:
+            continue
+        accepted.append(i)
+        near = np.array([j for j in tree.query_ball_point(poses[i, :2], reach) if j > i and not rejected[j]], dtype=int)
+        if len(near):
+            hits = geometry.boxes_overlap_2d(np.repeat(corners[i:i + 1], len(near), 0), corners[near])
+            rejected[near[hits]] = True
+    return [((p[0], p[1], p[2] + SPAWN_HEIGHT_M), (0.0, float(p[3]), 0.0)) for p in poses[accepted]]

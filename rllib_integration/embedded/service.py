@@ -1,0 +1,374 @@
+"""CARLA's RPC surface implemented over World: one method per RPC name the client sends.
+
+Arguments arrive as decoded msgpack (lists, numbers, bytes); results are returned plain and
+the dispatcher wraps them in CARLA's Response<T>. Calls that need a GPU simulator or
+that this server does not model are answered with an error that says so.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from .maps.town import TownLoadError, load_town
+from .maps.towns import UnknownTownError, available_towns, find_town
+from .protocol import encoding
+from .protocol.rpc import Dispatcher, RpcError
+from .protocol.streaming import EPISODE_STREAM_ID, StreamingServer
+from .world.actors import ActorInfo, ActorKind
+from .world.blueprints import LIBRARY_BLUEPRINTS, BlueprintDef
+from .world.settings import EpisodeSettings, SettingsError, validate_weather
+from .world.world import World, WorldError
+
+CARLA_VERSION = "0.9.16"
+ALL_MAP_LAYERS = 0xFFFF
+
+logger = logging.getLogger(__name__)
+
+_RPC_METHODS: dict[str, tuple[str, bool]] = {}
+
+
+def rpc(name: str | None = None, *, void: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks a CarlaService method as the handler of an RPC (default: the method's name)."""
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
+        _RPC_METHODS[name or func.__name__] = (func.__name__, void)
+        return func
+    return mark
+
+
+class CarlaService:
+    """The main RPC port's handlers. Owns the world and swaps it on load_new_episode."""
+
+    def __init__(self, world: World, streaming: StreamingServer, maps_dirs: list[str]) -> None:
+        self.world = world
+        self.streaming = streaming
+        self.maps_dirs = maps_dirs
+        self.traffic_managers: dict[int, str] = {}
+        self._definitions = [self._definition(uid, bp) for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)]
+        self._uid_by_type = {bp.id: uid for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)}
+
+    def bind(self, dispatcher: Dispatcher) -> None:
+        for rpc_name, (attr, void) in _RPC_METHODS.items():
+            dispatcher.register(rpc_name, self._guarded(getattr(self, attr)), void=void)
+
+    @staticmethod
+    def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+        """World and settings refusals become RPC errors carrying their message."""
+        def call(*args: Any) -> Any:
+            try:
+                return func(*args)
+            except (WorldError, SettingsError, ValueError, TypeError, IndexError) as error:
+                raise RpcError(str(error)) from None
+        return call
+
+    # --- publishing ---------------------------------------------------------
+
+    def publish_snapshot(self) -> None:
+        self.streaming.publish(EPISODE_STREAM_ID, self.world.snapshot(), keep=True)
+
+    def tick(self) -> int:
+        frame = self.world.tick()
+        self.publish_snapshot()
+        return frame
+
+    # --- server, episode, settings ----------------------------------------------
+
+    @rpc()
+    def version(self) -> str:
+        return CARLA_VERSION
+
+    @rpc()
+    def tick_cue(self) -> int:
+        return self.tick()
+
+    @rpc()
+    def get_episode_info(self) -> list[Any]:
+        return [self.world.episode_id, [self.streaming.token(EPISODE_STREAM_ID)]]
+
+    @rpc()
+    def get_episode_settings(self) -> list[Any]:
+        return self.world.settings.to_wire()
+
+    @rpc()
+    def set_episode_settings(self, values: list[Any]) -> int:
+        self.world.settings = EpisodeSettings.from_wire(values)
+        self.publish_snapshot()
+        return self.world.frame
+
+    @rpc()
+    def get_available_maps(self) -> list[str]:
+        return [f"/Game/Carla/Maps/{name}" for name in sorted(available_towns(self.maps_dirs))]
+
+    @rpc(void=True)
+    def load_new_episode(self, map_name: str, reset_settings: bool = True, map_layers: int = ALL_MAP_LAYERS) -> None:
+        """load_world(name) or reload_world() (empty name): a new episode, a new episode id."""
+        try:
+            town = self.world.town if not map_name else load_town(find_town(map_name, self.maps_dirs))
+        except (UnknownTownError, TownLoadError) as error:
+            raise RpcError(str(error.args[0])) from None
+        settings = EpisodeSettings() if reset_settings else self.world.settings
+        self.world = World(town, episode_id=self.world.episode_id + 1, settings=settings)
+        self.publish_snapshot()
+
+    @rpc(void=True)
+    def load_map_layer(self, map_layers: int) -> None:
+        """Map layers only change what a renderer draws; roads are always present."""
+
+    @rpc(void=True)
+    def unload_map_layer(self, map_layers: int) -> None:
+        """See load_map_layer."""
+
+    @rpc()
+    def get_weather_parameters(self) -> list[float]:
+        return self.world.weather
+
+    @rpc(void=True)
+    def set_weather_parameters(self, values: list[Any]) -> None:
+        self.world.weather = validate_weather(values)
+
+    @rpc()
+    def get_imui_gravity(self) -> float:
+        return 9.81
+
+    # --- map -----------------------------------------------------------------
+
+    @rpc()
+    def get_map_info(self) -> list[Any]:
+        town = self.world.town
+        return [town.map_path, [encoding.transform(loc, rot) for loc, rot in town.spawn_points]]
+
+    @rpc()
+    def get_map_data(self) -> str:
+        return self.world.town.xodr
+
+    @rpc()
+    def get_required_files(self, folder: str = "") -> list[str]:
+        return []
+
+    @rpc()
+    def request_file(self, name: str) -> bytes:
+        raise RpcError(f"file '{name}' not found on the embedded server")
+
+    @rpc()
+    def get_navigation_mesh(self) -> bytes:
+        return b""
+
+    # --- traffic manager registry (which TM listens where) ----------------------
+
+    @rpc()
+    def is_traffic_manager_running(self, port: int) -> bool:
+        return port in self.traffic_managers
+
+    @rpc()
+    def get_traffic_manager_running(self, port: int) -> list[Any]:
+        host = self.traffic_managers.get(port)
+        return [host, port] if host is not None else ["", 0]
+
+    @rpc()
+    def add_traffic_manager_running(self, info: list[Any]) -> bool:
+        host, port = info
+        if port in self.traffic_managers:
+            return False
+        self.traffic_managers[port] = host
+        return True
+
+    @rpc()
+    def destroy_traffic_manager(self, port: int) -> bool:
+        return self.traffic_managers.pop(port, None) is not None
+
+    # --- blueprints and actors -------------------------------------------------
+
+    @staticmethod
+    def _definition(uid: int, blueprint: BlueprintDef) -> list[Any]:
+        attributes = [[a.id, int(a.type), a.default, list(a.recommended), a.modifiable, a.restrict_to_recommended]
+                      for a in blueprint.attributes]
+        return [uid, blueprint.id, ",".join(blueprint.tags), attributes]
+
+    @rpc()
+    def get_actor_definitions(self) -> list[Any]:
+        return self._definitions
+
+    def _serialize(self, info: ActorInfo) -> list[Any]:
+        description = [self._uid_by_type.get(info.blueprint.id, 0), info.blueprint.id,
+                       [[attr_id, type_, value] for attr_id, (type_, value) in info.attributes.items()]]
+        box = encoding.bounding_box(info.blueprint.box_center, info.blueprint.extent, info.id)
+        token = self.streaming.token(info.stream_id) if info.stream_id else b""
+        return [info.id, info.parent_id, description, box, info.semantic_tags, token]
+
+    @rpc()
+    def get_spectator(self) -> list[Any]:
+        return self._serialize(self.world.spectator)
+
+    @rpc()
+    def get_actors_by_id(self, ids: list[int]) -> list[Any]:
+        return [self._serialize(self.world.actors[i]) for i in ids if i in self.world.actors]
+
+    def _spawn(self, description: list[Any], transform: Any, parent_id: int = 0) -> ActorInfo:
+        _, type_id, attributes = description[:3]
+        pose = encoding.decode_transform(transform)
+        info = self.world.spawn(type_id, [tuple(a[:3]) for a in attributes], pose, parent_id)
+        if info.kind == ActorKind.SENSOR:
+            info.stream_id = self.streaming.new_stream_id()
+        return info
+
+    @rpc()
+    def spawn_actor(self, description: list[Any], transform: Any) -> list[Any]:
+        return self._serialize(self._spawn(description, transform))
+
+    @rpc()
+    def spawn_actor_with_parent(self, description: list[Any], transform: Any, parent_id: int,
+                                attachment_type: int = 0, socket_name: str = "") -> list[Any]:
+        return self._serialize(self._spawn(description, transform, parent_id))
+
+    @rpc()
+    def destroy_actor(self, actor_id: int) -> bool:
+        info = self.world.actor(actor_id)
+        self.world.destroy(actor_id)
+        if info.stream_id:
+            self.streaming.close_stream(info.stream_id)
+        return True
+
+    @rpc()
+    def get_sensor_token(self, stream_id: int) -> list[bytes]:
+        return [self.streaming.token(stream_id)]
+
+    @rpc()
+    def get_actor_bounding_box(self, actor_id: int) -> list[Any]:
+        info = self.world.actor(actor_id)
+        return encoding.bounding_box(info.blueprint.box_center, info.blueprint.extent, actor_id)
+
+    @rpc(void=True)
+    def set_actor_location(self, actor_id: int, location: Any) -> None:
+        self.world.set_transform(actor_id, encoding.decode_vector(location))
+
+    @rpc(void=True)
+    def set_actor_transform(self, actor_id: int, transform: Any) -> None:
+        self.world.set_transform(actor_id, *encoding.decode_transform(transform))
+
+    @rpc(void=True)
+    def set_actor_target_velocity(self, actor_id: int, velocity: Any) -> None:
+        self.world.set_target_velocity(actor_id, encoding.decode_vector(velocity))
+
+    @rpc(void=True)
+    def set_actor_target_angular_velocity(self, actor_id: int, velocity: Any) -> None:
+        self.world.actor(actor_id)
+        self.world.table.angular_velocity[self.world.actor(actor_id).row] = encoding.decode_vector(velocity)
+
+    @rpc(void=True)
+    def set_actor_simulate_physics(self, actor_id: int, enabled: bool) -> None:
+        self.world.set_simulate_physics(actor_id, enabled)
+
+    @rpc(void=True)
+    def set_actor_enable_gravity(self, actor_id: int, enabled: bool) -> None:
+        self.world.actor(actor_id)
+
+    @rpc(void=True)
+    def set_actor_collisions(self, actor_id: int, enabled: bool) -> None:
+        self.world.actor(actor_id)
+
+    @rpc(void=True)
+    def set_actor_autopilot(self, actor_id: int, enabled: bool) -> None:
+        self.world.vehicle(actor_id)
+
+    @rpc(void=True)
+    def set_actor_dead(self, actor_id: int) -> None:
+        self.world.actor(actor_id)
+
+    # --- vehicles --------------------------------------------------------------
+
+    @rpc(void=True)
+    def apply_control_to_vehicle(self, actor_id: int, control: list[Any]) -> None:
+        self.world.apply_vehicle_control(actor_id, control)
+
+    @rpc()
+    def get_vehicle_light_state(self, actor_id: int) -> list[int]:
+        self.world.vehicle(actor_id)
+        return [0]
+
+    @rpc()
+    def get_vehicle_light_states(self) -> list[Any]:
+        return [[info.id, 0] for info in self.world.actors.values() if info.kind == ActorKind.VEHICLE]
+
+    @rpc(void=True)
+    def set_vehicle_light_state(self, actor_id: int, state: Any) -> None:
+        self.world.vehicle(actor_id)
+
+    # --- lights of the town (street lights) -------------------------------------
+
+    @rpc()
+    def query_lights_state(self, client: str) -> list[Any]:
+        return []
+
+    @rpc(void=True)
+    def update_lights_state(self, client: str, lights: list[Any], discard_client: bool = False) -> None:
+        """No street lights are simulated; accepted so the client's light manager works."""
+
+    # --- batches ----------------------------------------------------------------
+
+    @rpc()
+    def apply_batch(self, commands: list[Any], do_tick_cue: bool = False) -> list[Any]:
+        responses = [self._run_command(command) for command in commands]
+        if do_tick_cue:
+            self.tick()
+        return responses
+
+    def _run_command(self, command: Any) -> list[Any]:
+        try:
+            index, payload = command[0]
+            handler = _COMMANDS.get(index)
+            if handler is None:
+                raise WorldError(f"command type {index} is not supported by the embedded CARLA server")
+            return encoding.value_response(handler(self, payload))
+        except (WorldError, SettingsError, ValueError, TypeError, IndexError, KeyError) as error:
+            return encoding.value_error(str(error))
+
+    def _command_spawn(self, payload: list[Any]) -> int:
+        description, transform, parent = payload[0], payload[1], encoding.decode_optional(payload[2])
+        do_after = payload[-1] if isinstance(payload[-1], list) else []
+        info = self._spawn(description, transform, parent or 0)
+        for follow_up in do_after:
+            index, follow_payload = follow_up[0]
+            follow_payload = [info.id] + list(follow_payload[1:])
+            self._run_command([[index, follow_payload]])
+        return info.id
+
+    def _command_destroy(self, payload: list[Any]) -> int:
+        self.destroy_actor(payload[0])
+        return payload[0]
+
+    def _command_vehicle_control(self, payload: list[Any]) -> int:
+        self.world.apply_vehicle_control(payload[0], payload[1])
+        return payload[0]
+
+    def _command_transform(self, payload: list[Any]) -> int:
+        self.world.set_transform(payload[0], *encoding.decode_transform(payload[1]))
+        return payload[0]
+
+    def _command_target_velocity(self, payload: list[Any]) -> int:
+        self.world.set_target_velocity(payload[0], encoding.decode_vector(payload[1]))
+        return payload[0]
+
+    def _command_simulate_physics(self, payload: list[Any]) -> int:
+        self.world.set_simulate_physics(payload[0], payload[1])
+        return payload[0]
+
+    def _command_accept_for_actor(self, payload: list[Any]) -> int:
+        self.world.actor(payload[0])
+        return payload[0]
+
+    def _command_autopilot(self, payload: list[Any]) -> int:
+        self.world.vehicle(payload[0])
+        return payload[0]
+
+
+# Command variant index -> handler (0.9.16 order).
+_COMMANDS: dict[int, Callable[[CarlaService, list[Any]], int]] = {
+    0: CarlaService._command_spawn,
+    1: CarlaService._command_destroy,
+    2: CarlaService._command_vehicle_control,
+    6: CarlaService._command_transform,
+    8: CarlaService._command_target_velocity,
+    14: CarlaService._command_simulate_physics,
+    15: CarlaService._command_accept_for_actor,
+    16: CarlaService._command_autopilot,
+    18: CarlaService._command_accept_for_actor,
+}

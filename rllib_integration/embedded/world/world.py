@@ -1,0 +1,276 @@
+"""The simulated world: one episode of a town, its actors, settings, weather and the tick.
+
+Everything here is plain data and numpy; the protocol layer turns requests into calls
+on World and sends World.snapshot() bytes to the clients.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..maps.town import Town
+from ..protocol import encoding
+from . import geometry, vehicle_physics
+from .actors import ActorInfo, ActorKind, ActorTable
+from .blueprints import BlueprintDef, find_blueprint, validate_attribute
+from .settings import CLEAR_NOON, EpisodeSettings
+
+SPECTATOR_TYPE_ID = "spectator"
+SPAWN_VERTICAL_CLEARANCE_M = 3.0   # boxes further apart than this in z never collide (bridges)
+VARIABLE_STEP_BOUNDS_S = (0.001, 0.1)
+
+KIND_BY_BLUEPRINT = {
+    "vehicle": ActorKind.VEHICLE, "walker": ActorKind.WALKER, "sensor": ActorKind.SENSOR,
+    "traffic": ActorKind.TRAFFIC, "controller": ActorKind.CONTROLLER, "spectator": ActorKind.SPECTATOR,
+}
+# CARLA 0.9.16 semantic tags (CityScapes palette numbering)
+SEMANTIC_TAG_BY_BASE_TYPE = {"car": 14, "van": 14, "truck": 15, "bus": 16, "motorcycle": 18, "bicycle": 19}
+PEDESTRIAN_TAG = 12
+
+
+class WorldError(Exception):
+    """A request the world refuses; the message is what the client shows its user."""
+
+
+class World:
+    """Actors and time of the current episode of one town."""
+
+    def __init__(self, town: Town, episode_id: int = 1, settings: EpisodeSettings | None = None) -> None:
+        self.town = town
+        self.episode_id = episode_id
+        self.settings = settings or EpisodeSettings()
+        self.weather = list(CLEAR_NOON)
+        self.frame = 0
+        self.elapsed_seconds = 0.0
+        self.table = ActorTable()
+        self.actors: dict[int, ActorInfo] = {}
+        self._next_actor_id = 1
+        self._last_tick_wall = time.monotonic()
+        self._map_changed = True
+        self.last_delta_seconds = 0.0
+        self.spectator = self._add_actor(find_blueprint(SPECTATOR_TYPE_ID), {}, ((0.0, 0.0, 50.0), (-90.0, 0.0, 0.0)))
+        self.on_actor_destroyed: Callable[[ActorInfo], None] | None = None
+
+    # --- actors -------------------------------------------------------------
+
+    def actor(self, actor_id: int) -> ActorInfo:
+        info = self.actors.get(actor_id)
+        if info is None:
+            raise WorldError(f"actor {actor_id} not found (destroyed or never spawned)")
+        return info
+
+    def spawn(self, type_id: str, attributes: list[tuple[str, int, str]],
+              pose: tuple[tuple[float, float, float], tuple[float, float, float]],
+              parent_id: int = 0) -> ActorInfo:
+        """Spawns like CARLA: validated attributes, refused when its box would overlap another."""
+        try:
+            blueprint = find_blueprint(type_id)
+        except KeyError as error:
+            raise WorldError(str(error.args[0])) from None
+        if not blueprint.in_library:
+            raise WorldError(f"'{type_id}' actors belong to the map and cannot be spawned")
+        values = {attr.id: (int(attr.type), attr.default) for attr in blueprint.attributes}
+        for attr_id, _, value in attributes:
+            try:
+                values[attr_id] = (values.get(attr_id, (4, ""))[0], validate_attribute(blueprint, attr_id, value))
+            except ValueError as error:
+                raise WorldError(f"{type_id}: {error}") from None
+        if parent_id:
+            parent = self.actor(parent_id)
+        kind = KIND_BY_BLUEPRINT.get(blueprint.kind, ActorKind.OTHER)
+        if kind in (ActorKind.VEHICLE, ActorKind.WALKER) and not parent_id and self._spawn_blocked(blueprint, pose):
+            raise WorldError("Spawn failed because of collision at spawn position")
+        info = self._add_actor(blueprint, values, pose)
+        if parent_id:
+            info.parent_id = parent_id
+            self.table.parent_row[info.row] = parent.row
+            self.table.relative_location[info.row] = pose[0]
+            self.table.relative_rotation[info.row] = pose[1]
+            parent.children.append(info.id)
+            self._update_attached(np.array([info.row]))
+        return info
+
+    def _add_actor(self, blueprint: BlueprintDef, attributes: dict[str, tuple[int, str]],
+                   pose: tuple[tuple[float, float, float], tuple[float, float, float]]) -> ActorInfo:
+        actor_id = self._next_actor_id
+        self._next_actor_id += 1
+        kind = KIND_BY_BLUEPRINT.get(blueprint.kind, ActorKind.OTHER)
+        row = self.table.allocate(actor_id, kind)
+        self.table.location[row] = pose[0]
+        self.table.rotation[row] = pose[1]
+        self.table.extent[row] = blueprint.extent
+        self.table.box_center[row] = blueprint.box_center
+        info = ActorInfo(actor_id, row, kind, blueprint, attributes, semantic_tags=self._semantic_tags(blueprint, attributes))
+        if blueprint.physics is not None:
+            vehicle_physics.set_vehicle_parameters(self.table, row, blueprint.physics)
+        self.actors[actor_id] = info
+        return info
+
+    @staticmethod
+    def _semantic_tags(blueprint: BlueprintDef, attributes: dict[str, tuple[int, str]]) -> bytes:
+        if blueprint.kind == "vehicle":
+            base_type = attributes.get("base_type", (4, "car"))[1]
+            return bytes([SEMANTIC_TAG_BY_BASE_TYPE.get(base_type, 14)])
+        if blueprint.kind == "walker":
+            return bytes([PEDESTRIAN_TAG])
+        return b""
+
+    def _spawn_blocked(self, blueprint: BlueprintDef, pose) -> bool:
+        rows = self.table.live_rows()
+        kinds = self.table.kind[rows]
+        rows = rows[(kinds == ActorKind.VEHICLE) | (kinds == ActorKind.WALKER)]
+        if len(rows) == 0:
+            return False
+        location = np.asarray(pose[0], float)
+        near = rows[np.abs(self.table.location[rows, 2] - location[2]) < SPAWN_VERTICAL_CLEARANCE_M]
+        if len(near) == 0:
+            return False
+        new_center = self._box_centers(location[None, :], np.array([pose[1][1]]), np.asarray(blueprint.box_center)[None, :])
+        new_box = geometry.box_corners_2d(new_center, np.array([pose[1][1]]), np.asarray(blueprint.extent)[None, :2])
+        others = geometry.box_corners_2d(
+            self._box_centers(self.table.location[near], self.table.rotation[near, 1], self.table.box_center[near]),
+            self.table.rotation[near, 1], self.table.extent[near, :2])
+        return bool(geometry.boxes_overlap_2d(np.repeat(new_box, len(near), 0), others).any())
+
+    @staticmethod
+    def _box_centers(location: np.ndarray, yaw_deg: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        yaw = np.radians(yaw_deg)
+        return np.stack([location[:, 0] + offset[:, 0] * np.cos(yaw) - offset[:, 1] * np.sin(yaw),
+                         location[:, 1] + offset[:, 0] * np.sin(yaw) + offset[:, 1] * np.cos(yaw)], axis=1)
+
+    def destroy(self, actor_id: int) -> None:
+        info = self.actor(actor_id)
+        if info.kind == ActorKind.SPECTATOR:
+            raise WorldError("the spectator cannot be destroyed")
+        for child_id in info.children:
+            child = self.actors.get(child_id)
+            if child is not None:
+                child.parent_id = 0
+                self.table.parent_row[child.row] = -1
+        if info.parent_id in self.actors:
+            self.actors[info.parent_id].children.remove(actor_id)
+        del self.actors[actor_id]
+        self.table.release(info.row)
+        if self.on_actor_destroyed is not None:
+            self.on_actor_destroyed(info)
+
+    def vehicle(self, actor_id: int) -> ActorInfo:
+        info = self.actor(actor_id)
+        if info.kind != ActorKind.VEHICLE:
+            raise WorldError(f"actor {actor_id} ({info.blueprint.id}) is not a vehicle")
+        return info
+
+    def apply_vehicle_control(self, actor_id: int, control: list) -> None:
+        row = self.vehicle(actor_id).row
+        throttle, steer, brake, hand_brake, reverse, manual, gear = control[:7]
+        table = self.table
+        table.throttle[row] = throttle
+        table.steer[row] = steer
+        table.brake[row] = brake
+        table.hand_brake[row] = bool(hand_brake)
+        table.reverse[row] = bool(reverse)
+        table.manual_gear_shift[row] = bool(manual)
+        table.gear[row] = int(gear)
+
+    def set_transform(self, actor_id: int, location, rotation=None) -> None:
+        info = self.actor(actor_id)
+        row = info.row
+        if info.parent_id:
+            self.table.relative_location[row] = location
+            if rotation is not None:
+                self.table.relative_rotation[row] = rotation
+        else:
+            self.table.location[row] = location
+            if rotation is not None:
+                self.table.rotation[row] = rotation
+        self._update_attached(self._attached_rows())
+
+    def set_target_velocity(self, actor_id: int, velocity) -> None:
+        info = self.actor(actor_id)
+        if info.kind == ActorKind.VEHICLE:
+            vehicle_physics.set_velocity(self.table, info.row, np.asarray(velocity, float))
+        else:
+            self.table.velocity[info.row] = velocity
+
+    def set_simulate_physics(self, actor_id: int, enabled: bool) -> None:
+        info = self.actor(actor_id)
+        self.table.simulate_physics[info.row] = bool(enabled)
+        if not enabled:
+            self.table.speed[info.row] = 0.0
+            self.table.velocity[info.row] = 0.0
+            self.table.angular_velocity[info.row] = 0.0
+            self.table.acceleration[info.row] = 0.0
+
+    # --- time ---------------------------------------------------------------
+
+    def tick(self, dt: float | None = None) -> int:
+        """Advances the simulation by one step and returns the new frame number."""
+        now = time.monotonic()
+        if dt is None:
+            dt = self.settings.fixed_delta_seconds
+        if dt is None:
+            dt = float(np.clip(now - self._last_tick_wall, *VARIABLE_STEP_BOUNDS_S))
+        self._last_tick_wall = now
+        table = self.table
+        size = table.size
+        vehicles = np.flatnonzero(table.alive[:size] & (table.kind[:size] == ActorKind.VEHICLE)
+                                  & table.simulate_physics[:size])
+        vehicle_physics.step_vehicles(table, vehicles, dt, self.town.surface)
+        attached = self._attached_rows()
+        if len(attached):
+            self._update_attached(attached)
+        self.frame += 1
+        self.elapsed_seconds += dt
+        self.last_delta_seconds = dt
+        return self.frame
+
+    def _attached_rows(self) -> np.ndarray:
+        size = self.table.size
+        return np.flatnonzero(self.table.alive[:size] & (self.table.parent_row[:size] >= 0))
+
+    def _update_attached(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        table = self.table
+        parents = table.parent_row[rows]
+        location, rotation = geometry.compose(table.location[parents], table.rotation[parents],
+                                              table.relative_location[rows], table.relative_rotation[rows])
+        table.location[rows] = location
+        table.rotation[rows] = rotation
+        table.velocity[rows] = table.velocity[parents]
+        table.angular_velocity[rows] = table.angular_velocity[parents]
+        table.acceleration[rows] = table.acceleration[parents]
+
+    # --- snapshot -----------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The episode-stream message for the current frame: header, then one record per actor."""
+        table = self.table
+        rows = table.live_rows()
+        records = np.zeros(len(rows), encoding.ACTOR_RECORD)
+        records["id"] = table.ids[rows]
+        records["state"] = encoding.ACTOR_STATE_ACTIVE
+        records["transform"][:, :3] = table.location[rows]
+        records["transform"][:, 3:] = table.rotation[rows]
+        records["velocity"] = table.velocity[rows]
+        records["angular_velocity"] = table.angular_velocity[rows]
+        records["acceleration"] = table.acceleration[rows]
+        vehicle = records["vehicle"]
+        vehicle["throttle"] = table.throttle[rows]
+        vehicle["steer"] = table.steer[rows]
+        vehicle["brake"] = table.brake[rows]
+        vehicle["hand_brake"] = table.hand_brake[rows]
+        vehicle["reverse"] = table.reverse[rows]
+        vehicle["manual_gear_shift"] = table.manual_gear_shift[rows]
+        vehicle["gear"] = table.gear[rows]
+        vehicle["speed_limit"] = table.speed_limit[rows]
+        header = np.zeros((), encoding.EPISODE_HEADER)
+        header["episode_id"] = self.episode_id
+        header["platform_timestamp"] = time.monotonic()
+        header["delta_seconds"] = self.last_delta_seconds
+        header["flags"] = encoding.MAP_CHANGED_FLAG if self._map_changed else 0
+        self._map_changed = False
+        return (encoding.sensor_header(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.elapsed_seconds)
+                + header.tobytes() + records.tobytes())
