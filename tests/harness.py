@@ -71,10 +71,10 @@ def start_server(tmp_path: Path, *extra: str, town: str = "Town01") -> ServerPro
     return ServerProcess(process, match.group(1), int(match.group(2)), int(match.group(3)), log_path)
 
 
-def run_client(server: ServerProcess, code: str, timeout: float = 120.0) -> object:
-    """Runs client code (with connect()/emit() predefined) and returns what it emitted."""
+def run_client(server: ServerProcess, *code: str, timeout: float = 120.0) -> object:
+    """Runs client code parts (with connect()/emit() predefined) and returns what it emitted."""
     env = dict(os.environ, CARLA_TEST_HOST=server.host, CARLA_TEST_PORT=str(server.port))
-    script = CLIENT_PRELUDE + textwrap.dedent(code)
+    script = CLIENT_PRELUDE + "".join(textwrap.dedent(part) for part in code)
     try:
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                 timeout=timeout, env=env)

@@ -24,13 +24,16 @@ ALL_MAP_LAYERS = 0xFFFF
 
 logger = logging.getLogger(__name__)
 
-_RPC_METHODS: dict[str, tuple[str, bool]] = {}
+_RPC_METHODS: dict[str, tuple[str, bool, bool]] = {}
 
 
-def rpc(name: str | None = None, *, void: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Marks a CarlaService method as the handler of an RPC (default: the method's name)."""
+def rpc(name: str | None = None, *, void: bool = False, raw: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks a CarlaService method as the handler of an RPC (default: the method's name).
+
+    void: CARLA answers Response<void>; raw: CARLA answers the bare value, no Response.
+    """
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
-        _RPC_METHODS[name or func.__name__] = (func.__name__, void)
+        _RPC_METHODS[name or func.__name__] = (func.__name__, void, raw)
         return func
     return mark
 
@@ -47,8 +50,8 @@ class CarlaService:
         self._uid_by_type = {bp.id: uid for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)}
 
     def bind(self, dispatcher: Dispatcher) -> None:
-        for rpc_name, (attr, void) in _RPC_METHODS.items():
-            dispatcher.register(rpc_name, self._guarded(getattr(self, attr)), void=void)
+        for rpc_name, (attr, void, raw) in _RPC_METHODS.items():
+            dispatcher.register(rpc_name, self._guarded(getattr(self, attr)), void=void, raw=raw)
 
     @staticmethod
     def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -304,7 +307,7 @@ class CarlaService:
 
     # --- batches ----------------------------------------------------------------
 
-    @rpc()
+    @rpc(raw=True)
     def apply_batch(self, commands: list[Any], do_tick_cue: bool = False) -> list[Any]:
         responses = [self._run_command(command) for command in commands]
         if do_tick_cue:

@@ -33,6 +33,7 @@ class RpcError(Exception):
 class Method:
     func: Callable[..., Any]
     void: bool  # Response<void> vs Response<T> wrapping
+    raw: bool = False  # returned as is (CARLA's apply_batch answers a bare vector)
 
 
 class RpcLog:
@@ -60,8 +61,8 @@ class Dispatcher:
         self._unsupported = unsupported or {}
         self.log: RpcLog | None = None
 
-    def register(self, name: str, func: Callable[..., Any], *, void: bool) -> None:
-        self._methods[name] = Method(func, void)
+    def register(self, name: str, func: Callable[..., Any], *, void: bool, raw: bool = False) -> None:
+        self._methods[name] = Method(func, void, raw)
 
     def names(self) -> list[str]:
         return sorted(self._methods)
@@ -81,7 +82,7 @@ class Dispatcher:
                                "use backend 'carla' (a real CARLA server) for it")
             value = method.func(*args)
         except LookupError as error:
-            self._record(connection, name, args, f"unknown method")
+            self._record(connection, name, args, "unknown method")
             return str(error.args[0]), None
         except RpcError as error:
             self._record(connection, name, args, f"error: {error}")
@@ -92,7 +93,7 @@ class Dispatcher:
             self._record(connection, name, args, f"internal error: {error!r}")
             return self._error(f"{name}: {error}", method.void)
         self._record(connection, name, args, "ok")
-        if not self._wrap:
+        if not self._wrap or method.raw:
             return None, value
         return None, (encoding.VOID_OK if method.void else encoding.value_response(value))
 
