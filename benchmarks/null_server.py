@@ -23,7 +23,7 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -41,6 +41,9 @@ CAR_EXTENT = (2.4, 1.0, 0.75)
 CAR_SEMANTIC_TAG = 14   # CityScapes "car"
 INT_ATTRIBUTE, STRING_ATTRIBUTE = 2, 4   # carla.ActorAttributeType on the wire
 SPAWN_POINT = encoding.transform((10.0, 1.75, 0.3), (0.0, 0.0, 0.0))
+
+ASYNC_STEP_S = 0.05      # snapshot period in asynchronous mode
+SYNC_IDLE_POLL_S = 0.02  # the embedded server's ticker polls at this period in synchronous mode
 
 # One straight 100 m road with one driving lane: enough for the client's OpenDRIVE parser.
 XODR = """<?xml version="1.0" standalone="yes"?>
@@ -195,13 +198,28 @@ class NullService:
         pass
 
 
-async def serve(host: str, rpc_port: int, streaming_port: int) -> None:
+async def tick_while_asynchronous(service: NullService) -> None:
+    """Asynchronous mode (the default) streams snapshots on its own, as a CARLA server does: the
+    client's get_world waits for one. In synchronous mode this only polls, like the embedded server."""
+    while True:
+        synchronous = bool(service.settings[0]) if service.settings else False
+        if synchronous:
+            await asyncio.sleep(SYNC_IDLE_POLL_S)
+        else:
+            service.tick_cue()
+            await asyncio.sleep(ASYNC_STEP_S)
+
+
+async def serve(host: str, rpc_port: int, streaming_port: int, rpc_log: TextIO | None = None) -> None:
     streaming = StreamingServer()
     service = NullService(streaming)
     dispatcher = rpc.Dispatcher(carla_metadata=True, wrap_responses=True)
+    if rpc_log is not None:
+        dispatcher.log = rpc.RpcLog(rpc_log)
     service.bind(dispatcher)
     servers = [await streaming.serve(host, streaming_port), await rpc.serve(dispatcher, host, rpc_port)]
     service.publish_snapshot()
+    ticker = asyncio.create_task(tick_while_asynchronous(service))
     print(f"null CARLA server: rpc {host}:{servers[1].sockets[0].getsockname()[1]} "
           f"streaming {streaming.port} town {TOWN_NAME}", flush=True)
     stop = asyncio.Event()
@@ -209,6 +227,7 @@ async def serve(host: str, rpc_port: int, streaming_port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    ticker.cancel()
     for server in servers:
         server.close()
 
@@ -218,8 +237,14 @@ def main() -> None:
     parser.add_argument("-carla-rpc-port", "--carla-rpc-port", dest="rpc_port", type=int, default=0)
     parser.add_argument("-carla-streaming-port", "--carla-streaming-port", dest="streaming_port", type=int, default=0)
     parser.add_argument("-carla-host", "--host", dest="host", default="127.0.0.1")
+    parser.add_argument("--log-rpc", metavar="FILE", help="append one line per RPC call to FILE")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.rpc_port, args.streaming_port))
+    rpc_log = open(args.log_rpc, "a", encoding="utf-8") if args.log_rpc else None
+    try:
+        asyncio.run(serve(args.host, args.rpc_port, args.streaming_port, rpc_log))
+    finally:
+        if rpc_log is not None:
+            rpc_log.close()
 
 
 if __name__ == "__main__":

@@ -257,3 +257,66 @@ def test_load_world_switches_town_and_episode(tmp_path):
     assert result["loaded"].endswith("Town02")
     assert result["generated"].endswith("GridCity")
     assert result["before"] != result["after"] != result["again"]
+
+
+def test_walker_moves_with_walker_control(server):
+    result = run_client(server, SYNC_PRELUDE, """
+    walker = world.spawn_actor(library.find("walker.pedestrian.0001"), carla.Transform(carla.Location(150, 50, 1.0)))
+    world.tick()
+    walker.apply_control(carla.WalkerControl(direction=carla.Vector3D(0, 1, 0), speed=1.4))
+    for _ in range(20): world.tick()
+    moved = walker.get_location().y - 50
+    control = walker.get_control()
+    emit({"moved": moved, "speed": control.speed, "direction": control.direction.y, "yaw": walker.get_transform().rotation.yaw})
+    walker.destroy()
+    """)
+    assert abs(result["moved"] - 1.4) < 0.05
+    assert abs(result["speed"] - 1.4) < 1e-6 and result["direction"] == 1.0
+    assert abs(result["yaw"] - 90.0) < 1e-3
+
+
+def test_rendering_sensors_are_refused_naming_the_real_backend(server):
+    result = run_client(server, SYNC_PRELUDE, """
+    car = world.spawn_actor(library.find("vehicle.tesla.model3"), spawn_points[7])
+    errors = {}
+    for sensor in ("sensor.camera.rgb", "sensor.lidar.ray_cast", "sensor.other.radar"):
+        try:
+            world.spawn_actor(library.find(sensor), carla.Transform(), attach_to=car)
+        except RuntimeError as error:
+            errors[sensor] = str(error)
+    gnss = world.spawn_actor(library.find("sensor.other.gnss"), carla.Transform(carla.Location(z=2)), attach_to=car)
+    world.tick()
+    emit({"errors": errors, "gnss_parent": gnss.parent.id == car.id,
+          "gnss_z": gnss.get_location().z - car.get_location().z})
+    gnss.destroy(); cleanup()
+    """)
+    assert set(result["errors"]) == {"sensor.camera.rgb", "sensor.lidar.ray_cast", "sensor.other.radar"}
+    assert all("backend 'carla'" in message for message in result["errors"].values())
+    assert result["gnss_parent"] is True
+    assert abs(result["gnss_z"] - 2.0) < 1e-3
+
+
+def test_unsupported_calls_answer_errors_and_the_client_survives(server):
+    result = run_client(server, SYNC_PRELUDE, """
+    car = world.spawn_actor(library.find("vehicle.tesla.model3"), spawn_points[8])
+    outcomes = {}
+    for name, call in {"recorder": lambda: client.start_recorder("x.log"),
+                       "cast_ray": lambda: world.cast_ray(carla.Location(0, 0, 10), carla.Location(0, 0, -10)),
+                       "bones": lambda: car.get_bone_names()}.items():
+        try:
+            call(); outcomes[name] = "no error"
+        except RuntimeError as error:
+            outcomes[name] = str(error)
+    car.add_impulse(carla.Vector3D(1000, 0, 0))   # fire-and-forget: ignored by the client
+    physics = car.get_physics_control()
+    world.debug.draw_point(carla.Location(0, 0, 1))
+    ground = world.ground_projection(spawn_points[8].location + carla.Location(z=5), 20.0)
+    world.tick()
+    emit({"outcomes": outcomes, "mass": physics.mass, "steer": physics.wheels[0].max_steer_angle,
+          "ground": ground.location.z if ground else None, "alive": car.is_alive})
+    cleanup()
+    """)
+    assert all("not supported by the embedded CARLA server" in text for text in result["outcomes"].values()), result
+    assert result["mass"] > 1000 and result["steer"] == 70.0
+    assert result["ground"] is not None and abs(result["ground"]) < 0.5
+    assert result["alive"] is True

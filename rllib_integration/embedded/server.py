@@ -16,7 +16,7 @@ from .maps.town import load_town
 from .maps.towns import default_town, find_town
 from .protocol import rpc
 from .protocol.streaming import StreamingServer
-from .service import CarlaService
+from .service import UNSUPPORTED_RPCS, CarlaService
 from .world.world import World
 
 ASYNC_VARIABLE_STEP_S = 0.05    # real-time period of asynchronous mode without fixed_delta_seconds
@@ -44,7 +44,7 @@ class EmbeddedServer:
         self.streaming = StreamingServer()
         town = load_town(find_town(options.town or default_town(options.maps_dirs), options.maps_dirs))
         self.service = CarlaService(World(town), self.streaming, options.maps_dirs)
-        self.dispatcher = rpc.Dispatcher(carla_metadata=True, wrap_responses=True)
+        self.dispatcher = rpc.Dispatcher(carla_metadata=True, wrap_responses=True, unsupported=UNSUPPORTED_RPCS)
         self.service.bind(self.dispatcher)
         if options.rpc_log is not None:
             self.dispatcher.log = rpc.RpcLog(options.rpc_log)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from .maps.town import TownLoadError, load_town
-from .maps.towns import UnknownTownError, available_towns, find_town
+import numpy as np
+
+from . import vehicle_surface
+from .maps.town import Town, TownLoadError, load_town
+from .maps.towns import InlineTownSource, UnknownTownError, available_towns, find_town
 from .protocol import encoding
 from .protocol.rpc import Dispatcher, RpcError
 from .protocol.streaming import EPISODE_STREAM_ID, StreamingServer
@@ -21,6 +24,40 @@ from .world.world import World, WorldError
 
 CARLA_VERSION = "0.9.16"
 ALL_MAP_LAYERS = 0xFFFF
+STANDARD_GRAVITY_MPS2 = 9.81
+ROAD_HIT_RADIUS_M = 8.0   # how far from a lane centre sample a downward ray still hits the road
+ROADS_LABEL = 1           # carla.CityObjectLabel.Roads
+OPENDRIVE_WORLD_NAME = "OpenDriveMap"   # the name generate_opendrive_world loads
+
+REAL_CARLA_HINT = "use backend 'carla' (a real CARLA server) for it"
+# RPCs of the 0.9.16 client this server does not model, by whether CARLA answers Response<void>.
+UNSUPPORTED_RPCS: dict[str, bool] = {
+    # physics beyond the bicycle model
+    "add_actor_impulse": True, "add_actor_impulse_at_location": True, "add_actor_force": True,
+    "add_actor_force_at_location": True, "add_actor_angular_impulse": True, "add_actor_torque": True,
+    "enable_actor_constant_velocity": True, "disable_actor_constant_velocity": True,
+    "apply_ackermann_control_to_vehicle": True, "get_ackermann_controller_settings": False,
+    "apply_ackermann_controller_settings": True, "enable_carsim": True, "use_carsim_road": True,
+    "enable_chrono_physics": True, "set_wheel_pitch_angle": True, "get_wheel_pitch_angle": False,
+    # meshes, skeletons, textures: nothing is rendered here
+    "get_actor_component_world_transform": False, "get_actor_component_relative_transform": False,
+    "get_actor_component_names": False, "get_actor_bone_world_transforms": False,
+    "get_actor_bone_relative_transforms": False, "get_actor_bone_names": False,
+    "get_actor_socket_world_transforms": False, "get_actor_socket_relative_transforms": False,
+    "get_actor_socket_names": False, "get_vehicle_bone_world_transforms": False,
+    "get_bones_transform": False, "set_bones_transform": True, "blend_pose": True,
+    "get_pose_from_animation": True, "apply_color_texture_to_objects": True,
+    "apply_float_color_texture_to_objects": True, "cast_ray": False,
+    # rendering sensors and their extras
+    "enable_gbuffers": True, "are_gbuffers_enabled": False, "get_gbuffer_token": False,
+    "enable_sensor_for_ros": True, "disable_sensor_for_ros": True, "is_sensor_enabled_for_ros": False,
+    "set_ignored_vehicles": True, "send": True,
+    # recorder and replayer
+    "start_recorder": False, "stop_recorder": True, "show_recorder_file_info": False,
+    "show_recorder_collisions": False, "show_recorder_actors_blocked": False, "replay_file": False,
+    "stop_replayer": True, "set_replayer_time_factor": True, "set_replayer_ignore_hero": True,
+    "set_replayer_ignore_spectator": True,
+}
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +83,8 @@ class CarlaService:
         self.streaming = streaming
         self.maps_dirs = maps_dirs
         self.traffic_managers: dict[int, str] = {}
+        self.imu_gravity = STANDARD_GRAVITY_MPS2
+        self.custom_towns: dict[str, Town] = {}
         self._definitions = [self._definition(uid, bp) for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)]
         self._uid_by_type = {bp.id: uid for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)}
 
@@ -105,12 +144,23 @@ class CarlaService:
     def load_new_episode(self, map_name: str, reset_settings: bool = True, map_layers: int = ALL_MAP_LAYERS) -> None:
         """load_world(name) or reload_world() (empty name): a new episode, a new episode id."""
         try:
-            town = self.world.town if not map_name else load_town(find_town(map_name, self.maps_dirs))
+            if not map_name:
+                town = self.world.town
+            elif map_name in self.custom_towns:
+                town = self.custom_towns[map_name]
+            else:
+                town = load_town(find_town(map_name, self.maps_dirs))
         except (UnknownTownError, TownLoadError) as error:
             raise RpcError(str(error.args[0])) from None
         settings = EpisodeSettings() if reset_settings else self.world.settings
         self.world = World(town, episode_id=self.world.episode_id + 1, settings=settings)
         self.publish_snapshot()
+
+    @rpc(void=True)
+    def copy_opendrive_to_file(self, xodr: str, parameters: list[Any]) -> None:
+        """First half of client.generate_opendrive_world(); load_new_episode('OpenDriveMap') follows."""
+        town = load_town(InlineTownSource(OPENDRIVE_WORLD_NAME, xodr))
+        self.custom_towns[OPENDRIVE_WORLD_NAME] = town
 
     @rpc(void=True)
     def load_map_layer(self, map_layers: int) -> None:
@@ -130,7 +180,7 @@ class CarlaService:
 
     @rpc()
     def get_imui_gravity(self) -> float:
-        return 9.81
+        return self.imu_gravity
 
     # --- map -----------------------------------------------------------------
 
@@ -284,16 +334,169 @@ class CarlaService:
 
     @rpc()
     def get_vehicle_light_state(self, actor_id: int) -> list[int]:
-        self.world.vehicle(actor_id)
-        return [0]
+        return [self.world.vehicle(actor_id).light_state]
 
     @rpc()
     def get_vehicle_light_states(self) -> list[Any]:
-        return [[info.id, 0] for info in self.world.actors.values() if info.kind == ActorKind.VEHICLE]
+        return [[info.id, info.light_state] for info in self.world.actors.values() if info.kind == ActorKind.VEHICLE]
 
     @rpc(void=True)
     def set_vehicle_light_state(self, actor_id: int, state: Any) -> None:
+        self.world.vehicle(actor_id).light_state = int(state[0] if isinstance(state, list) else state)
+
+    @rpc()
+    def get_physics_control(self, actor_id: int) -> list[Any]:
+        info = self.world.vehicle(actor_id)
+        return vehicle_surface.physics_control(info, self.world.table)
+
+    @rpc(void=True)
+    def apply_physics_control(self, actor_id: int, control: list[Any]) -> None:
+        vehicle_surface.apply_physics_control(self.world.vehicle(actor_id), self.world.table, control)
+
+    @rpc()
+    def get_wheel_steer_angle(self, actor_id: int, wheel: int) -> float:
+        info = self.world.vehicle(actor_id)
+        return vehicle_surface.wheel_steer_angle(info, self.world.table, wheel)
+
+    @rpc()
+    def get_telemetry_data(self, actor_id: int) -> list[Any]:
+        return vehicle_surface.telemetry(self.world.vehicle(actor_id), self.world.table)
+
+    @rpc(void=True)
+    def open_vehicle_door(self, actor_id: int, door: int) -> None:
+        """Doors are visual only; accepted for vehicles."""
         self.world.vehicle(actor_id)
+
+    @rpc(void=True)
+    def close_vehicle_door(self, actor_id: int, door: int) -> None:
+        self.world.vehicle(actor_id)
+
+    @rpc(void=True)
+    def set_wheel_steer_direction(self, actor_id: int, wheel: int, degrees: float) -> None:
+        """Wheel animation only (the physics steers from the control); accepted for vehicles."""
+        self.world.vehicle(actor_id)
+
+    @rpc(void=True)
+    def show_vehicle_debug_telemetry(self, actor_id: int, enabled: bool) -> None:
+        """Nothing is drawn here; accepted for vehicles."""
+        self.world.vehicle(actor_id)
+
+    @rpc(void=True)
+    def restore_physx_physics(self, actor_id: int) -> None:
+        """The bicycle model is the only physics here, so restoring it is a no-op."""
+        self.world.vehicle(actor_id)
+
+    # --- walkers -----------------------------------------------------------------------
+
+    @rpc(void=True)
+    def apply_control_to_walker(self, actor_id: int, control: list[Any]) -> None:
+        direction, speed, jump = control[:3]
+        self.world.apply_walker_control(actor_id, [encoding.decode_vector(direction), float(speed), bool(jump)])
+
+    # --- queries against the road surface -------------------------------------------
+
+    @rpc()
+    def project_point(self, location: Any, direction: Any, search_distance: float) -> list[Any]:
+        """Straight-down projections land on the road surface; other directions hit nothing."""
+        loc = encoding.decode_vector(location)
+        down = encoding.decode_vector(direction)
+        if down[0] or down[1] or down[2] >= 0:
+            return [False, [[0.0, 0.0, 0.0], 0]]
+        ground_z, _, _, horizontal = self.world.town.surface.query(np.array([loc]))
+        hit = horizontal[0] < ROAD_HIT_RADIUS_M and 0.0 <= loc[2] - ground_z[0] <= search_distance
+        return [bool(hit), [[loc[0], loc[1], float(ground_z[0])], ROADS_LABEL if hit else 0]]
+
+    @rpc()
+    def get_all_level_BBs(self, label: int) -> list[Any]:
+        """No level geometry (buildings, poles) exists besides the roads."""
+        return []
+
+    @rpc()
+    def get_environment_objects(self, label: int) -> list[Any]:
+        return []
+
+    @rpc(void=True)
+    def enable_environment_objects(self, ids: list[int], enable: bool) -> None:
+        """There are no environment objects to toggle."""
+
+    @rpc()
+    def get_names_of_all_objects(self) -> list[str]:
+        return []
+
+    # --- drawing and rendering knobs that have nothing to draw -----------------------
+
+    @rpc(void=True)
+    def draw_debug_shape(self, shape: Any) -> None:
+        """Nothing is rendered; debug shapes are accepted and dropped."""
+
+    @rpc(void=True)
+    def clear_debug_shape(self) -> None:
+        """See draw_debug_shape."""
+
+    @rpc(void=True)
+    def clear_debug_string(self) -> None:
+        """See draw_debug_shape."""
+
+    @rpc(void=True)
+    def set_annotations_traverse_translucency(self, enabled: bool) -> None:
+        """Rendering option; nothing is rendered."""
+
+    @rpc(void=True)
+    def update_day_night_cycle(self, client: str, active: bool) -> None:
+        """No street lights are simulated."""
+
+    @rpc(void=True)
+    def set_imui_gravity(self, gravity: float) -> None:
+        self.imu_gravity = float(gravity)
+
+    # --- traffic lights (none yet in this server's towns) ------------------------------
+
+    def _traffic_light(self, actor_id: int) -> ActorInfo:
+        info = self.world.actor(actor_id)
+        if info.blueprint.id != "traffic.traffic_light":
+            raise WorldError(f"actor {actor_id} ({info.blueprint.id}) is not a traffic light")
+        return info
+
+    @rpc()
+    def get_group_traffic_lights(self, actor_id: int) -> list[int]:
+        return [self._traffic_light(actor_id).id]
+
+    @rpc()
+    def get_light_boxes(self, actor_id: int) -> list[Any]:
+        self._traffic_light(actor_id)
+        return []
+
+    @rpc(void=True)
+    def set_traffic_light_state(self, actor_id: int, state: int) -> None:
+        self._traffic_light(actor_id)
+
+    @rpc(void=True)
+    def set_traffic_light_green_time(self, actor_id: int, seconds: float) -> None:
+        self._traffic_light(actor_id)
+
+    @rpc(void=True)
+    def set_traffic_light_yellow_time(self, actor_id: int, seconds: float) -> None:
+        self._traffic_light(actor_id)
+
+    @rpc(void=True)
+    def set_traffic_light_red_time(self, actor_id: int, seconds: float) -> None:
+        self._traffic_light(actor_id)
+
+    @rpc(void=True)
+    def freeze_traffic_light(self, actor_id: int, frozen: bool) -> None:
+        self._traffic_light(actor_id)
+
+    @rpc(void=True)
+    def reset_traffic_light_group(self, actor_id: int) -> None:
+        self._traffic_light(actor_id)
+
+    @rpc(void=True)
+    def freeze_all_traffic_lights(self, frozen: bool) -> None:
+        """No traffic lights to freeze."""
+
+    @rpc(void=True)
+    def reset_all_traffic_lights(self) -> None:
+        """No traffic lights to reset."""
 
     # --- lights of the town (street lights) -------------------------------------
 
@@ -354,6 +557,15 @@ class CarlaService:
         self.world.set_simulate_physics(payload[0], payload[1])
         return payload[0]
 
+    def _command_walker_control(self, payload: list[Any]) -> int:
+        self.apply_control_to_walker(payload[0], payload[1])
+        return payload[0]
+
+    def _command_walker_state(self, payload: list[Any]) -> int:
+        location, rotation = encoding.decode_transform(payload[1])
+        self.world.set_walker_state(payload[0], location, rotation, float(payload[2]))
+        return payload[0]
+
     def _command_accept_for_actor(self, payload: list[Any]) -> int:
         self.world.actor(payload[0])
         return payload[0]
@@ -368,7 +580,9 @@ _COMMANDS: dict[int, Callable[[CarlaService, list[Any]], int]] = {
     0: CarlaService._command_spawn,
     1: CarlaService._command_destroy,
     2: CarlaService._command_vehicle_control,
+    4: CarlaService._command_walker_control,
     6: CarlaService._command_transform,
+    7: CarlaService._command_walker_state,
     8: CarlaService._command_target_velocity,
     14: CarlaService._command_simulate_physics,
     15: CarlaService._command_accept_for_actor,

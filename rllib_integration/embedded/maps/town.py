@@ -6,6 +6,10 @@ lanes and junctions agree on both sides of the wire.
 from __future__ import annotations
 
 import hashlib
+import json
+import signal
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 
@@ -20,6 +24,21 @@ SPAWN_SPACING_M = 12.0           # distance between spawn points along a lane
 SPAWN_HEIGHT_M = 0.3             # above the lane surface, as CARLA's recommended points are
 SPAWN_FOOTPRINT_HALF_M = (2.6, 1.1)  # a large car's footprint; no two spawn points' footprints overlap
 SURFACE_SAMPLE_M = 1.0           # spacing of road-surface samples
+PARSE_PROBE_TIMEOUT_S = 120.0    # CARLA's largest towns parse in about a second
+
+# Runs in a child process: CARLA's parser kills its process (segfault, abort) on some
+# malformed files, e.g. a <road> whose <planView> has no <geometry>.
+_PARSE_PROBE = r"""
+import json, sys
+import carla
+try:
+    town = carla.Map(sys.argv[1], sys.stdin.buffer.read().decode("utf-8"))
+    result = {"driving_samples": len(town.generate_waypoints(float(sys.argv[2])))}
+except RuntimeError as error:
+    result = {"error": str(error)}
+print("PROBE " + json.dumps(result), flush=True)
+"""
+_probed_ok: set[str] = set()     # content hashes of files that parsed without crashing
 
 
 class TownLoadError(ValueError):
@@ -65,6 +84,10 @@ def load_town(source: TownSource) -> Town:
         ElementTree.fromstring(text)
     except ElementTree.ParseError as error:
         raise TownLoadError(f"{origin}: malformed OpenDRIVE: {error}") from None
+    content_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if source.path is not None and content_hash not in _probed_ok:
+        _probe_parse(source.name, text, origin)  # generated towns are tested; files from disk are not
+        _probed_ok.add(content_hash)
     try:
         carla_map = carla.Map(source.name, text)
     except RuntimeError as error:
@@ -79,8 +102,37 @@ def load_town(source: TownSource) -> Town:
         carla_map=carla_map,
         spawn_points=generate_spawn_points(carla_map),
         surface=surface,
-        content_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
+        content_hash=content_hash,
     )
+
+
+def _probe_parse(name: str, text: str, origin: str) -> None:
+    """Parses the file in a child process first, so a file that crashes CARLA's parser
+    becomes a TownLoadError instead of killing the server and every client on it."""
+    try:
+        result = subprocess.run([sys.executable, "-c", _PARSE_PROBE, name, str(SURFACE_SAMPLE_M)],
+                                input=text.encode("utf-8"), capture_output=True, timeout=PARSE_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise TownLoadError(f"{origin}: CARLA's OpenDRIVE parser did not finish within "
+                            f"{PARSE_PROBE_TIMEOUT_S:.0f} s") from None
+    stdout, stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    reports = [line[len("PROBE "):] for line in stdout.splitlines() if line.startswith("PROBE ")]
+    if result.returncode != 0 or not reports:
+        if result.returncode < 0:
+            how = f"crashed ({signal.strsignal(-result.returncode) or f'signal {-result.returncode}'})"
+        else:
+            how = f"exited with status {result.returncode}"
+        # the last words of a crash (e.g. an uncaught exception's what()), not the parser's warnings
+        said = ([line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("WARNING:")]
+                or [""])[-1]
+        raise TownLoadError(f"{origin}: CARLA's OpenDRIVE parser {how} reading this file"
+                            f"{': ' + said if said else ''}; check that every <road> has a <planView> "
+                            "<geometry> and <lanes> with a <laneSection>")
+    report = json.loads(reports[-1])
+    if "error" in report:
+        raise TownLoadError(f"{origin}: CARLA's OpenDRIVE parser failed: {report['error']}")
+    if not report["driving_samples"]:
+        raise TownLoadError(f"{origin}: no driving lanes in this OpenDRIVE file")
 
 
 def _road_surface(waypoints: list[carla.Waypoint]) -> RoadSurface:

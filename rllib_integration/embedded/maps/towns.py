@@ -34,6 +34,17 @@ class TownSource:
         return self.path.read_text(encoding="utf-8", errors="replace")
 
 
+@dataclass(frozen=True)
+class InlineTownSource:
+    """A town whose OpenDRIVE text a client sent (client.generate_opendrive_world)."""
+    name: str
+    text: str
+    path: None = None
+
+    def read(self) -> str:
+        return self.text
+
+
 def canonical_name(name: str) -> str:
     """'/Game/Carla/Maps/Town05_Opt' or 'Town05_Opt' -> 'Town05'."""
     base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]

@@ -116,6 +116,13 @@ VEHICLE_DATA = np.dtype({
     "itemsize": ACTOR_DATA_BYTES,
 })
 
+WALKER_DATA = np.dtype({
+    "names": ["direction", "speed", "jump"],
+    "formats": [("<f4", (3,)), "<f4", "u1"],
+    "offsets": [0, 12, 16],
+    "itemsize": ACTOR_DATA_BYTES,
+})
+
 ACTOR_RECORD = np.dtype([
     ("id", "<u4"),
     ("state", "u1"),

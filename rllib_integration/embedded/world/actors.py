@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blueprints import BlueprintDef
+from .blueprints import BlueprintDef, VehiclePhysics
 
 INITIAL_CAPACITY = 64
 
@@ -36,17 +36,20 @@ class ActorInfo:
     stream_id: int = 0
     semantic_tags: bytes = b""
     children: list[int] = field(default_factory=list)
+    light_state: int = 0  # carla.VehicleLightState bit flags
+    physics_override: VehiclePhysics | None = None  # set by apply_physics_control
 
 
 class ActorTable:
     """Kinematic state of every actor plus vehicle inputs and parameters, one row each."""
 
     FLOAT_COLUMNS_3 = ("location", "rotation", "velocity", "angular_velocity", "acceleration",
-                       "relative_location", "relative_rotation", "extent", "box_center")
+                       "relative_location", "relative_rotation", "extent", "box_center", "control_direction")
     FLOAT_COLUMNS = ("speed", "throttle", "steer", "brake", "wheelbase", "full_steer_rad", "max_curvature",
-                     "max_accel", "top_speed", "brake_decel", "drag_per_mass", "rolling_accel", "speed_limit")
+                     "max_accel", "top_speed", "brake_decel", "drag_per_mass", "rolling_accel", "speed_limit",
+                     "walker_speed")
     INT_COLUMNS = ("gear", "parent_row")
-    BOOL_COLUMNS = ("alive", "hand_brake", "reverse", "manual_gear_shift", "simulate_physics", "on_ground")
+    BOOL_COLUMNS = ("alive", "hand_brake", "reverse", "manual_gear_shift", "simulate_physics", "on_ground", "jump")
 
     def __init__(self) -> None:
         self.capacity = 0

@@ -12,12 +12,13 @@ import numpy as np
 
 from ..maps.town import Town
 from ..protocol import encoding
-from . import geometry, vehicle_physics
+from . import geometry, vehicle_physics, walker_physics
 from .actors import ActorInfo, ActorKind, ActorTable
 from .blueprints import BlueprintDef, find_blueprint, validate_attribute
 from .settings import CLEAR_NOON, EpisodeSettings
 
 SPECTATOR_TYPE_ID = "spectator"
+RENDERING_SENSOR_PREFIXES = ("sensor.camera.", "sensor.lidar.", "sensor.other.radar")
 SPAWN_VERTICAL_CLEARANCE_M = 3.0   # boxes further apart than this in z never collide (bridges)
 VARIABLE_STEP_BOUNDS_S = (0.001, 0.1)
 
@@ -71,6 +72,10 @@ class World:
             raise WorldError(str(error.args[0])) from None
         if not blueprint.in_library:
             raise WorldError(f"'{type_id}' actors belong to the map and cannot be spawned")
+        if type_id.startswith(RENDERING_SENSOR_PREFIXES):
+            raise WorldError(f"{type_id} needs a rendering simulator: use backend 'carla' (a real CARLA "
+                             "server); the embedded server has collision, obstacle, GNSS, IMU, lane-invasion "
+                             "sensors and the birdview")
         values = {attr.id: (int(attr.type), attr.default) for attr in blueprint.attributes}
         for attr_id, _, value in attributes:
             try:
@@ -105,6 +110,8 @@ class World:
         info = ActorInfo(actor_id, row, kind, blueprint, attributes, semantic_tags=self._semantic_tags(blueprint, attributes))
         if blueprint.physics is not None:
             vehicle_physics.set_vehicle_parameters(self.table, row, blueprint.physics)
+        if kind == ActorKind.WALKER:
+            self.table.simulate_physics[row] = True
         self.actors[actor_id] = info
         return info
 
@@ -174,6 +181,26 @@ class World:
         table.manual_gear_shift[row] = bool(manual)
         table.gear[row] = int(gear)
 
+    def walker(self, actor_id: int) -> ActorInfo:
+        info = self.actor(actor_id)
+        if info.kind != ActorKind.WALKER:
+            raise WorldError(f"actor {actor_id} ({info.blueprint.id}) is not a walker")
+        return info
+
+    def apply_walker_control(self, actor_id: int, control: list) -> None:
+        direction, speed, jump = control[:3]
+        walker_physics.apply_walker_control(self.table, self.walker(actor_id).row, direction, speed, jump)
+
+    def set_walker_state(self, actor_id: int, location, rotation, speed: float) -> None:
+        """What the client-side walker AI sends every tick: where the walker is and how fast it goes."""
+        row = self.walker(actor_id).row
+        self.table.location[row] = location
+        self.table.rotation[row] = rotation
+        yaw = np.radians(rotation[1])
+        self.table.control_direction[row] = (np.cos(yaw), np.sin(yaw), 0.0)
+        self.table.walker_speed[row] = speed
+        self.table.velocity[row] = self.table.control_direction[row] * speed
+
     def set_transform(self, actor_id: int, location, rotation=None) -> None:
         info = self.actor(actor_id)
         row = info.row
@@ -218,6 +245,9 @@ class World:
         vehicles = np.flatnonzero(table.alive[:size] & (table.kind[:size] == ActorKind.VEHICLE)
                                   & table.simulate_physics[:size])
         vehicle_physics.step_vehicles(table, vehicles, dt, self.town.surface)
+        walkers = np.flatnonzero(table.alive[:size] & (table.kind[:size] == ActorKind.WALKER)
+                                 & table.simulate_physics[:size])
+        walker_physics.step_walkers(table, walkers, dt)
         attached = self._attached_rows()
         if len(attached):
             self._update_attached(attached)
@@ -266,6 +296,14 @@ class World:
         vehicle["manual_gear_shift"] = table.manual_gear_shift[rows]
         vehicle["gear"] = table.gear[rows]
         vehicle["speed_limit"] = table.speed_limit[rows]
+        walkers = table.kind[rows] == ActorKind.WALKER
+        if walkers.any():
+            walker_rows = rows[walkers]
+            block = np.zeros(len(walker_rows), encoding.WALKER_DATA)
+            block["direction"] = table.control_direction[walker_rows]
+            block["speed"] = table.walker_speed[walker_rows]
+            block["jump"] = table.jump[walker_rows]
+            vehicle[walkers] = block.view(encoding.VEHICLE_DATA)
         header = np.zeros((), encoding.EPISODE_HEADER)
         header["episode_id"] = self.episode_id
         header["platform_timestamp"] = time.monotonic()
