@@ -42,6 +42,7 @@ CAR_SEMANTIC_TAG = 14   # CityScapes "car"
 INT_ATTRIBUTE, STRING_ATTRIBUTE = 2, 4   # carla.ActorAttributeType on the wire
 SPAWN_POINT = encoding.transform((10.0, 1.75, 0.3), (0.0, 0.0, 0.0))
 
+DELTA_S = 0.05           # simulated seconds per frame the snapshots report
 ASYNC_STEP_S = 0.05      # snapshot period in asynchronous mode
 SYNC_IDLE_POLL_S = 0.02  # the embedded server's ticker polls at this period in synchronous mode
 
@@ -121,9 +122,9 @@ class NullService:
     def publish_snapshot(self) -> None:
         flags = encoding.MAP_CHANGED_FLAG if self.map_changed else 0
         self.map_changed = False
-        payload = (SENSOR_HEADER.pack(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.frame * 0.05,
+        payload = (SENSOR_HEADER.pack(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.frame * DELTA_S,
                                       0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-                   + EPISODE_HEADER.pack(EPISODE_ID, time.monotonic(), 0.05, 0, 0, 0, flags)
+                   + EPISODE_HEADER.pack(EPISODE_ID, time.monotonic(), DELTA_S, 0, 0, 0, flags)
                    + self.records)
         self.streaming.publish(EPISODE_STREAM_ID, payload, keep=True)
 
@@ -232,13 +233,13 @@ async def serve(host: str, rpc_port: int, streaming_port: int, rpc_log: TextIO |
         server.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-carla-rpc-port", "--carla-rpc-port", dest="rpc_port", type=int, default=0)
     parser.add_argument("-carla-streaming-port", "--carla-streaming-port", dest="streaming_port", type=int, default=0)
     parser.add_argument("-carla-host", "--host", dest="host", default="127.0.0.1")
     parser.add_argument("--log-rpc", metavar="FILE", help="append one line per RPC call to FILE")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rpc_log = open(args.log_rpc, "a", encoding="utf-8") if args.log_rpc else None
     try:
         asyncio.run(serve(args.host, args.rpc_port, args.streaming_port, rpc_log))

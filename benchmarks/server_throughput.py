@@ -12,7 +12,8 @@ on a 2-core machine), and client.load_world('Town04') <= 1.5 s.
 Every client runs in a subprocess (the carla client can abort its whole process) and every
 server in its own process group; all are stopped on exit, Ctrl-C included.
 
-Usage:  CARLA_MAPS_PATH=../shared/carla-maps .venv/bin/python benchmarks/server_throughput.py
+Usage:  make bench, or
+        CARLA_MAPS_PATH=../shared/carla-maps .venv/bin/python benchmarks/server_throughput.py
         [--steps 2000] [--warmup 200] [--repeats 3] [--json] [--profile]
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ GOAL_RATIO = 0.80          # real steps/s >= 80% of the do-nothing server's
 GOAL_LOAD_S = 1.5          # client.load_world('Town04') wall time
 FIXED_DELTA_S = 0.05
 BLUEPRINT = "vehicle.tesla.model3"
+TURN_BACK_M = 15.0         # the car drives back and forth within about this distance of its spawn point
 READY_PATTERN = re.compile(r"rpc (\S+):(\d+) streaming (\d+) town (\S+)")
 SERVER_START_TIMEOUT_S = 120.0
 CLIENT_TIMEOUT_S = 600.0
@@ -55,7 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load-town", default="Town04", help="town whose load time is measured")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.add_argument("--profile", action="store_true",
-                        help="also run the embedded server once under cProfile and print its top functions")
+                        help="also run each server once under cProfile (timed steps only) and print where "
+                             "the embedded server's time goes")
     # Internal: this file is also the client / server-load / profiled-server subprocess.
     parser.add_argument("--client", choices=["loop", "load", "server-load"], help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -91,14 +94,19 @@ def client_loop(host: str, port: int, steps: int, warmup: int, profile_pid: int 
     vehicle = world.spawn_actor(blueprint, spawn_point)
     world.tick()
     control = carla.VehicleControl()
+    forward = spawn_point.get_forward_vector()
 
     def step(i: int) -> None:
-        # A new action every step, as an agent's: the client skips sending a control equal to its last one.
+        # A new action every step, as an agent's (the client skips sending a control equal to its
+        # last one), from what the last step read: drive forward, reverse once 15 m past the
+        # spawn point, forward again 15 m behind it, so the car stays on its road.
         control.throttle = 0.5 if i % 2 else 0.6
         vehicle.apply_control(control)
         world.tick()
-        vehicle.get_transform()
+        offset = (vehicle.get_transform().location - spawn_point.location).dot(forward)
         vehicle.get_velocity()
+        if abs(offset) > TURN_BACK_M:
+            control.reverse = offset > 0
 
     for i in range(warmup):
         step(i)
@@ -113,7 +121,7 @@ def client_loop(host: str, port: int, steps: int, warmup: int, profile_pid: int 
         os.kill(profile_pid, signal.SIGUSR2)
     location = vehicle.get_transform().location
     return {"steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
-            "final_location": [location.x, location.y, location.z]}
+            "distance_from_spawn_m": location.distance(spawn_point.location)}
 
 
 def client_load(host: str, port: int, town: str) -> dict[str, Any]:
@@ -185,13 +193,14 @@ class Server:
 
 def start_server(kind: str, town: str, profile_path: Path | None = None) -> Server:
     """Starts the embedded ('real') or do-nothing ('null') server on free ports, waits for its ready line."""
-    if kind == "null":
+    server_args = ["-carla-rpc-port=0", "-carla-streaming-port=0"] + ([f"--town={town}"] if kind == "real" else [])
+    if profile_path is not None:   # the same server inside this script's profiling wrapper
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve-profiled", kind, str(profile_path)]
+    elif kind == "null":
         command = [sys.executable, str(NULL_SERVER_SCRIPT)]
     else:
-        server = ([str(Path(__file__).resolve()), "--serve-profiled", str(profile_path)] if profile_path
-                  else ["-m", "rllib_integration.embedded"])
-        command = [sys.executable, *server, f"--town={town}"]
-    command += ["-carla-rpc-port=0", "-carla-streaming-port=0"]
+        command = [sys.executable, "-m", "rllib_integration.embedded"]
+    command += server_args
     stderr = tempfile.TemporaryFile()
     process = start_child(command, stdout=subprocess.PIPE, stderr=stderr)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -252,22 +261,28 @@ def time_server_town_load(town: str) -> dict[str, Any]:
     loaded = town_module.load_town(source)
     total = time.perf_counter() - start
 
+    # The parts call load_town's own helpers; skipped (not failed) if the module is reorganised.
     parts: dict[str, float] = {}
-    start = time.perf_counter()
-    carla_map = carla.Map(source.name, source.read())
-    parts["read_and_parse_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    town_module._road_surface(carla_map.generate_waypoints(town_module.SURFACE_SAMPLE_M))
-    parts["road_surface_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    town_module.generate_spawn_points(carla_map)
-    parts["spawn_points_s"] = time.perf_counter() - start
-    parts["rest_s"] = max(total - sum(parts.values()), 0.0)   # XML check, hash, parse probe, ...
+    try:
+        start = time.perf_counter()
+        carla_map = carla.Map(source.name, source.read())
+        parts["read_and_parse_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        town_module._road_surface(carla_map.generate_waypoints(town_module.SURFACE_SAMPLE_M))
+        parts["road_surface_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        town_module.generate_spawn_points(carla_map)
+        parts["spawn_points_s"] = time.perf_counter() - start
+        parts["rest_s"] = max(total - sum(parts.values()), 0.0)   # XML check, hash, parse probe, ...
+    except (AttributeError, TypeError) as error:
+        log(f"server-side load breakdown skipped: {error}")
+        parts = {}
     return {"load_town_s": total, "parts_s": parts, "path": str(source.path),
             "xodr_bytes": len(loaded.xodr), "spawn_points": len(loaded.spawn_points)}
 
 
 def measure_server_town_load(town: str) -> dict[str, Any]:
+    """Runs time_server_town_load in a fresh subprocess (`--client server-load`)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--client", "server-load", "--load-town", town]
     process = start_child(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -280,39 +295,44 @@ def measure_server_town_load(town: str) -> dict[str, Any]:
     return json.loads(results[-1])
 
 
-# --- profile of the embedded server --------------------------------------------------------
+# --- profiles of both servers ---------------------------------------------------------------
 
 
-def serve_profiled(profile_path: str, server_argv: list[str]) -> None:
-    """The embedded server, unchanged, with cProfile switched on by SIGUSR1 and off by SIGUSR2."""
+def serve_profiled(kind: str, profile_path: str, server_argv: list[str]) -> None:
+    """A server, unchanged, with cProfile switched on by SIGUSR1 and off by SIGUSR2."""
     import cProfile
-
-    from rllib_integration.embedded import cli
 
     profiler = cProfile.Profile()
     signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
     signal.signal(signal.SIGUSR2, lambda *_: profiler.disable())
     try:
-        cli.main(server_argv)
+        if kind == "null":
+            import null_server
+            null_server.main(server_argv)
+        else:
+            from rllib_integration.embedded import cli
+            cli.main(server_argv)
     finally:
         profiler.disable()
         profiler.dump_stats(profile_path)
 
 
-def profile_summary(profile_path: Path, ticks: int, top: int = 25) -> list[dict[str, Any]]:
-    """Top functions by own time over the timed steps only, in microseconds per tick.
-
-    The event loop's epoll wait is time spent idle, waiting for the client.
-    """
+def profile_summary(profile_path: Path, ticks: int, top: int = 25) -> dict[str, Any]:
+    """Busy time per tick (all but the event loop's idle epoll wait for the client), and the top
+    functions by own time, over the timed steps only, in microseconds per tick."""
     import pstats
 
     stats = pstats.Stats(str(profile_path))
     rows = []
+    idle = 0.0
     for (filename, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if "epoll" in name and "poll" in name:
+            idle += tottime
         rows.append({"function": f"{Path(filename).name}:{line}({name})", "calls_per_tick": calls / ticks,
                      "own_us_per_tick": 1e6 * tottime / ticks, "cum_us_per_tick": 1e6 * cumtime / ticks})
     rows.sort(key=lambda row: row["own_us_per_tick"], reverse=True)
-    return rows[:top]
+    return {"busy_us_per_tick": 1e6 * (stats.total_tt - idle) / ticks,  # type: ignore[attr-defined]
+            "idle_us_per_tick": 1e6 * idle / ticks, "top_by_own_time": rows[:top]}
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -371,15 +391,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
 
-    # 3. Optional: where the embedded server's time goes, per tick.
+    # 3. Optional: where each server's time goes, per tick, over the timed steps.
     if args.profile:
+        report["profile"] = {}
         with tempfile.TemporaryDirectory() as tmp:
-            profile_path = Path(tmp) / "server.prof"
-            profiled = measure_steps("real", args.town, args.steps, args.warmup, profile_path)
-            log(f"profiled real server: {profiled['steps_per_s']:.0f} steps/s (slowed by cProfile)")
-            report["profile"] = {"steps_per_s_under_profiler": profiled["steps_per_s"],
-                                 "ticks": args.steps,
-                                 "top_by_own_time": profile_summary(profile_path, args.steps)}
+            for kind in ("null", "real"):
+                profile_path = Path(tmp) / f"{kind}.prof"
+                profiled = measure_steps(kind, args.town, args.steps, args.warmup, profile_path)
+                log(f"profiled {kind} server: {profiled['steps_per_s']:.0f} steps/s (slowed by cProfile)")
+                report["profile"][kind] = {"steps_per_s_under_profiler": profiled["steps_per_s"],
+                                           "ticks": args.steps, **profile_summary(profile_path, args.steps)}
     return report
 
 
@@ -401,21 +422,24 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  server side, load_town() in a fresh process: median {load['server_load_town_median_s']:.3f} s "
           f"(runs {', '.join(f'{v:.3f}' for v in load['server_load_town_s'])}; {load['xodr_bytes'] / 1e6:.1f} MB xodr, "
           f"{load['spawn_points']} spawn points)")
-    print("    parts: " + ", ".join(f"{name[:-2].replace('_', ' ')} {value:.3f} s"
-                                    for name, value in load["server_parts_median_s"].items()))
+    if load["server_parts_median_s"]:
+        print("    parts: " + ", ".join(f"{name[:-2].replace('_', ' ')} {value:.3f} s"
+                                        for name, value in load["server_parts_median_s"].items()))
     if "profile" in report:
-        profile = report["profile"]
-        print(f"\nEmbedded server under cProfile ({profile['steps_per_s_under_profiler']:.0f} steps/s while profiled), "
-              f"per tick over the {profile['ticks']} timed ticks:")
+        null, real = report["profile"]["null"], report["profile"]["real"]
+        print(f"\nUnder cProfile, over the {real['ticks']} timed ticks (times inflated by the profiler): busy "
+              f"{real['busy_us_per_tick']:.0f} us/tick embedded vs {null['busy_us_per_tick']:.0f} us/tick do-nothing "
+              f"({real['steps_per_s_under_profiler']:.0f} vs {null['steps_per_s_under_profiler']:.0f} steps/s)")
+        print("Embedded server, top functions by own time (epoll poll = idle, waiting for the client):")
         print(f"  {'own us':>8} {'cum us':>8} {'calls':>6}  function")
-        for row in profile["top_by_own_time"]:
+        for row in real["top_by_own_time"]:
             print(f"  {row['own_us_per_tick']:8.1f} {row['cum_us_per_tick']:8.1f} {row['calls_per_tick']:6.2f}  "
                   f"{row['function']}")
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--serve-profiled"]:   # internal: the profiled server subprocess
-        serve_profiled(sys.argv[2], sys.argv[3:])
+    if sys.argv[1:2] == ["--serve-profiled"]:   # internal: a profiled server subprocess
+        serve_profiled(sys.argv[2], sys.argv[3], sys.argv[4:])
         return
     args = parse_args()
     if args.client == "loop":

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import signal
 import sys
 
 from .maps.town import TownLoadError
 from .maps.towns import UnknownTownError
-from .server import EmbeddedServer, ServerOptions
+from .server import BindError, EmbeddedServer, ServerOptions
 
 EXIT_USAGE = 2
 
@@ -79,12 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownTownError, TownLoadError) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            print(f"error: port already in use ({error.strerror}); choose other ports with "
-                  "-carla-rpc-port=N / -carla-streaming-port=N", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+    except BindError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if rpc_log is not None:
             rpc_log.close()

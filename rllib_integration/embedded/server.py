@@ -7,7 +7,9 @@ advances the world in real time; in synchronous mode only tick_cue does.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -23,6 +25,19 @@ ASYNC_VARIABLE_STEP_S = 0.05    # real-time period of asynchronous mode without 
 SYNC_IDLE_POLL_S = 0.02
 
 logger = logging.getLogger(__name__)
+
+
+class BindError(OSError):
+    """A port the server cannot listen on; the message names the flag that chose it and the fix."""
+
+    def __init__(self, setting: str, host: str, error: OSError) -> None:
+        if error.errno == errno.EADDRINUSE:
+            message = (f"{setting}: the port is already in use on {host} (another CARLA server?); choose free "
+                       "ports with -carla-rpc-port=N -carla-streaming-port=M (0: any free port)")
+        else:
+            reason = os.strerror(error.errno) if (error.errno or 0) > 0 else (error.strerror or str(error))
+            message = f"{setting}: cannot listen on {host}: {reason}; check -carla-host (default 127.0.0.1)"
+        super().__init__(error.errno, message)
 
 
 @dataclass
@@ -43,7 +58,7 @@ class EmbeddedServer:
         self.options = options
         self.streaming = StreamingServer()
         town = load_town(find_town(options.town or default_town(options.maps_dirs), options.maps_dirs))
-        self.service = CarlaService(World(town), self.streaming, options.maps_dirs)
+        self.service = CarlaService(World(town, seed=options.seed), self.streaming, options.maps_dirs)
         self.dispatcher = rpc.Dispatcher(carla_metadata=True, wrap_responses=True, unsupported=UNSUPPORTED_RPCS)
         self.service.bind(self.dispatcher)
         if options.rpc_log is not None:
@@ -56,8 +71,15 @@ class EmbeddedServer:
         streaming_port = self.options.streaming_port
         if streaming_port is None:
             streaming_port = self.options.rpc_port + 1 if self.options.rpc_port else 0
-        self._servers.append(await self.streaming.serve(self.options.host, streaming_port))
-        rpc_server = await rpc.serve(self.dispatcher, self.options.host, self.options.rpc_port)
+        try:
+            self._servers.append(await self.streaming.serve(self.options.host, streaming_port))
+        except OSError as error:
+            default = " (default: RPC port + 1)" if self.options.streaming_port is None and streaming_port else ""
+            raise BindError(f"-carla-streaming-port={streaming_port}{default}", self.options.host, error) from None
+        try:
+            rpc_server = await rpc.serve(self.dispatcher, self.options.host, self.options.rpc_port)
+        except OSError as error:
+            raise BindError(f"-carla-rpc-port={self.options.rpc_port}", self.options.host, error) from None
         self._servers.append(rpc_server)
         self.rpc_port = rpc_server.sockets[0].getsockname()[1]
         self.service.publish_snapshot()

@@ -153,7 +153,7 @@ class CarlaService:
         except (UnknownTownError, TownLoadError) as error:
             raise RpcError(str(error.args[0])) from None
         settings = EpisodeSettings() if reset_settings else self.world.settings
-        self.world = World(town, episode_id=self.world.episode_id + 1, settings=settings)
+        self.world = World(town, episode_id=self.world.episode_id + 1, settings=settings, seed=self.world.seed)
         self.publish_snapshot()
 
     @rpc(void=True)

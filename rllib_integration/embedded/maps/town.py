@@ -63,10 +63,11 @@ class Town:
 class RoadSurface:
     """Height and slope of the nearest lane centre, for putting vehicles on the road."""
 
-    def __init__(self, points: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> None:
+    def __init__(self, points: np.ndarray, pitch: np.ndarray, roll: np.ndarray, yaw: np.ndarray) -> None:
         self._points = points
         self._pitch = pitch
         self._roll = roll
+        self._yaw = yaw
         self._tree = cKDTree(points)
 
     def query(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -75,6 +76,16 @@ class RoadSurface:
         sample = self._points[index]
         horizontal = np.hypot(sample[:, 0] - xyz[:, 0], sample[:, 1] - xyz[:, 1])
         return sample[:, 2], self._pitch[index], self._roll[index], horizontal
+
+    def ground_under(self, xyz: np.ndarray, heading_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ground z plus pitch and roll as felt by a body heading heading_deg (degrees).
+
+        A lane's slope is stored along its own direction; a car driving against the lane
+        (or across it) feels the same grade with the sign its heading gives.
+        """
+        _, index = self._tree.query(xyz)
+        alignment = np.cos(np.radians(heading_deg - self._yaw[index]))
+        return self._points[index, 2], self._pitch[index] * alignment, self._roll[index] * alignment
 
 
 def load_town(source: TownSource) -> Town:
@@ -137,18 +148,20 @@ def _probe_parse(name: str, text: str, origin: str) -> None:
 
 def _road_surface(waypoints: list[carla.Waypoint]) -> RoadSurface:
     poses = np.array([(w.transform.location.x, w.transform.location.y, w.transform.location.z,
-                       w.transform.rotation.pitch, w.transform.rotation.roll) for w in waypoints])
-    return RoadSurface(poses[:, :3], poses[:, 3], poses[:, 4])
+                       w.transform.rotation.pitch, w.transform.rotation.roll, w.transform.rotation.yaw)
+                      for w in waypoints])
+    wrapped = (poses[:, 3:] + 180.0) % 360.0 - 180.0   # CARLA reports pitches like 357 degrees
+    return RoadSurface(poses[:, :3], wrapped[:, 0], wrapped[:, 1], wrapped[:, 2])
 
 
 def generate_spawn_points(carla_map: carla.Map) -> list[tuple[tuple[float, float, float], tuple[float, float, float]]]:
-    """Driving-lane points at regular spacing outside junctions, lane-centred, heading along the lane.
+    """Driving-lane points at regular spacing clear of junctions, lane-centred, heading along the lane.
 
     Candidates are visited in a fixed order and one is dropped when its footprint would
     overlap an accepted one, so no two spawn points collide (CARLA refuses such spawns).
     """
     candidates = [w for w in carla_map.generate_waypoints(SPAWN_SPACING_M)
-                  if not w.is_junction and w.lane_type == carla.LaneType.Driving]
+                  if w.lane_type == carla.LaneType.Driving and _clear_of_junctions(carla_map, w)]
     if not candidates:
         return []
     poses = np.array([(w.transform.location.x, w.transform.location.y, w.transform.location.z,
@@ -170,3 +183,20 @@ def generate_spawn_points(carla_map: carla.Map) -> list[tuple[tuple[float, float
             hits = geometry.boxes_overlap_2d(np.repeat(corners[i:i + 1], len(near), 0), corners[near])
             rejected[near[hits]] = True
     return [((p[0], p[1], p[2] + SPAWN_HEIGHT_M), (0.0, float(p[3]), 0.0)) for p in poses[accepted]]
+
+
+def _clear_of_junctions(carla_map: carla.Map, waypoint: carla.Waypoint) -> bool:
+    """Whether a car standing on this waypoint is outside every junction, as clients see it.
+
+    generate_waypoints reports a lane's first point as part of its own road, yet
+    get_waypoint at that spot (what clients and their traffic manager ask) can answer the
+    junction road starting there; and a car's footprint must not reach into a junction.
+    """
+    if waypoint.is_junction:
+        return False
+    here = carla_map.get_waypoint(waypoint.transform.location, project_to_road=False,
+                                  lane_type=carla.LaneType.Driving)
+    if here is None or here.is_junction:
+        return False
+    reach = SPAWN_FOOTPRINT_HALF_M[0]
+    return not any(w.is_junction for w in waypoint.next(reach) + waypoint.previous(reach))

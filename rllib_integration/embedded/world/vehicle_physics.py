@@ -9,6 +9,10 @@ throttle run, drag and rolling resistance included, takes the published 0-100 km
 deceleration is solved the same way from the published 100-0 km/h stopping distance.
 Gravity acts along the road's pitch; a hand brake locks the rear wheels.
 
+Road contact: each step the car takes z, pitch and roll of the nearest road-surface
+sample. That pitch is the lane's, in the lane's driving direction, so a car driving
+against its lane sees the slope with the wrong sign (RoadSurface gives no lane heading).
+
 Lateral: a kinematic bicycle, since blueprints carry no tyre stiffness or yaw inertia and
 a kinematic path cannot oscillate at any speed or time step. Steer maps to a wheel angle
 the way CARLA's physics control reports it (70 degrees at full steer, which the Traffic
@@ -40,11 +44,11 @@ LOCKED_TYRE_FRICTION = 0.7
 REAR_AXLE_LOAD_FRACTION = 0.4
 HAND_BRAKE_DECEL_MPS2 = LOCKED_TYRE_FRICTION * REAR_AXLE_LOAD_FRACTION * GRAVITY_MPS2
 REVERSE_TOP_SPEED_MPS = 8.0         # the engine stops pulling at this speed in reverse gear
-ORIGIN_FROM_REAR_AXLE = 0.5         # fraction of the wheelbase; CARLA's origin is the box centre
+ORIGIN_FROM_REAR_AXLE = 0.5         # fraction of the wheelbase; CARLA's origin, the box centre, is ~mid-wheelbase
 # Speed of the published acceleration and braking runs. A vehicle that cannot reach it
 # (top speed not above it) is calibrated on a run to half its top speed instead.
 REFERENCE_SPEED_MPS = 100.0 / 3.6
-CALIBRATION_BISECTION_STEPS = 60    # halves the bracket on the peak acceleration to ~1e-16 of it
+CALIBRATION_BISECTION_STEPS = 60    # halvings of the bracket on the peak: below float resolution
 CALIBRATION_MAX_ACCEL_MPS2 = 50.0   # upper end of that bracket (~5 g, beyond any road vehicle)
 MIN_SPEED_SQUARED_M2PS2 = 1e-6      # keeps the grip limit finite at standstill
 
@@ -68,13 +72,14 @@ def reference_speed(physics: VehiclePhysics) -> float:
 def full_throttle_time(peak_accel: float, physics: VehiclePhysics, end_speed: float) -> float:
     """Seconds from standstill to end_speed at full throttle on a level road.
 
-    Net acceleration: engine a(v) = peak * (1 - v/top) + R(top) * v/top minus the
-    resistance R(v) = c v^2 + r. It vanishes at v = top and at v0 = -(peak - r) / (c top),
-    so it factors as c (top - v)(v - v0) and integrating dv over it gives the log below.
+    Net acceleration: engine a(v) = peak (1 - v/top) + R(top) v/top minus the resistance
+    R(v) = c v^2 + r, which simplifies to (c v + k)(top - v) with k = (peak - r) / top.
+    Integrating dv over it by partial fractions gives the logs below; the form stays
+    finite as the drag c goes to zero.
     """
     c, r, top = drag_per_mass(physics), rolling_accel(physics), physics.top_speed_kmh / 3.6
-    v0 = -(peak_accel - r) / (c * top)
-    return math.log((end_speed - v0) * top / (-v0 * (top - end_speed))) / (c * (top - v0))
+    k = (peak_accel - r) / top
+    return (math.log1p(c * end_speed / k) - math.log1p(-end_speed / top)) / (c * top + k)
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,11 +107,14 @@ def brake_decel(physics: VehiclePhysics) -> float:
 
     max_brake_decel_mps2 is the mean of a stop from reference_speed V, so the distance is
     d = V^2 / (2 mean). With drag c and rolling r helping the brake b the car stops in
-    ln(1 + c V^2 / (b + r)) / (2c), which solved for b gives the closed form below.
+    ln(1 + c V^2 / (b + r)) / (2c); solved for b: b + r = V^2 / (2d) * x / (e^x - 1) with
+    x = 2 c d.
     """
     c, r, speed = drag_per_mass(physics), rolling_accel(physics), reference_speed(physics)
     distance = speed * speed / (2.0 * physics.max_brake_decel_mps2)
-    return c * speed * speed / math.expm1(2.0 * c * distance) - r
+    x = 2.0 * c * distance
+    not_drag = x / math.expm1(x) if x > 0.0 else 1.0   # share of the mean the drag leaves over
+    return speed * speed / (2.0 * distance) * not_drag - r
 
 
 def set_vehicle_parameters(table: ActorTable, row: int, physics: VehiclePhysics) -> None:
@@ -176,7 +184,7 @@ def step_vehicles(table: ActorTable, rows: np.ndarray, dt: float, surface: RoadS
     location[:, 1] += travel * np.sin(course)
     new_yaw = yaw + yaw_rate * dt
 
-    ground_z, ground_pitch, ground_roll, _ = surface.query(location)
+    ground_z, ground_pitch, ground_roll = surface.ground_under(location, np.degrees(new_yaw))
     ground_pitch = geometry.wrap_degrees(ground_pitch)
     location[:, 2] = ground_z
     table.location[rows] = location

@@ -38,8 +38,11 @@ class WorldError(Exception):
 class World:
     """Actors and time of the current episode of one town."""
 
-    def __init__(self, town: Town, episode_id: int = 1, settings: EpisodeSettings | None = None) -> None:
+    def __init__(self, town: Town, episode_id: int = 1, settings: EpisodeSettings | None = None,
+                 seed: int = 0) -> None:
         self.town = town
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)  # every random choice of the world draws from this
         self.episode_id = episode_id
         self.settings = settings or EpisodeSettings()
         self.weather = list(CLEAR_NOON)

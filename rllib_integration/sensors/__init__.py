@@ -1,0 +1,1 @@
+"""Sensors attached to the hero: CARLA's own sensors and the "sensor.birdview" pseudo-sensor."""
