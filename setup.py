@@ -19,6 +19,7 @@ setup(
         "msgpack>=1.0",
         "numpy>=1.24",
         "scipy>=1.10",
+        "shapely>=2.1",             # walker navigation mesh: polygon overlay and constrained triangulation
         "pyyaml>=6.0",
         "opencv-python-headless>=4.8",  # the GUI-less build of opencv-python: no libGL needed on servers
         "boto3>=1.28",

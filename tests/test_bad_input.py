@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -262,11 +263,12 @@ def test_using_a_destroyed_actor_neither_aborts_the_client_nor_hurts_the_server(
         "get_velocity": lambda actor: actor.get_velocity(),
         "set_target_velocity": lambda actor: actor.set_target_velocity(carla.Vector3D(1.0, 0.0, 0.0)),
         "set_simulate_physics": lambda actor: actor.set_simulate_physics(False),
-        "set_autopilot": lambda actor: actor.set_autopilot(False),
         "get_light_state": lambda actor: actor.get_light_state(),
         "bounding_box": lambda actor: actor.bounding_box,
         "destroy": lambda actor: actor.destroy(),
     }
+    # (no set_autopilot: it starts a traffic manager inside this client, whose thread aborts the
+    # process when an actor it is about to register is destroyed; see the xfail test below)
     outcomes = {}
     for owner, actor in (("own", car), ("stale", stale)):
         for name, call in calls.items():
@@ -528,6 +530,24 @@ def test_destroyed_actor_ids_on_the_wire(server: ServerProcess) -> None:
     assert_serving(server)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "service.py answers get_actor_bounding_box only for live actors (as CARLA does), and the client's "
+    "traffic manager thread asks it for vehicles it saw in a snapshot: when one is destroyed in between, "
+    "the error aborts the client process (std::terminate). Remove this marker once service.py answers "
+    "the box of recently destroyed actors."))
+def test_bounding_box_of_a_just_destroyed_actor_is_still_answered(server: ServerProcess) -> None:
+    rpc = RawRpc(server)
+    try:
+        spawned = rpc.call("spawn_actor", MKZ, [[310.0, 310.0, 0.3], [0.0, 0.0, 0.0]])[3]
+        actor_id = spawned[0][1][0]
+        live_box = rpc.call("get_actor_bounding_box", actor_id)[3]
+        rpc.call("destroy_actor", actor_id)
+        dead_box = rpc.call("get_actor_bounding_box", actor_id)[3]
+    finally:
+        rpc.close()
+    assert dead_box == live_box
+
+
 TICKING_CLIENT = """
 client = connect()
 world = client.get_world()
@@ -627,3 +647,83 @@ def test_garbage_and_dropped_connections_on_the_streaming_port(server: ServerPro
         lingering.close()
     assert result == {"consecutive": True, "snapshot": True}
     assert_serving(server)
+
+
+STALLED_CLIENT = """
+import os, sys, carla
+client = carla.Client(os.environ["CARLA_TEST_HOST"], int(os.environ["CARLA_TEST_PORT"]))
+client.set_timeout(10.0)
+world = client.get_world()
+print(world.get_snapshot().frame, flush=True)
+target = int(sys.stdin.readline())          # read once resumed
+frame = 0
+for _ in range(50):
+    try:
+        frame = world.wait_for_tick(1.0).frame
+    except RuntimeError:
+        continue
+    if frame >= target:
+        break
+print(frame, flush=True)
+"""
+
+
+def test_a_subscriber_that_stops_reading_is_dropped_and_a_real_client_recovers(server: ServerProcess) -> None:
+    """A suspended client process (or a vanished host whose connection never closed) stops
+    reading its episode stream; the server drops it at MAX_BACKLOG_BYTES instead of
+    buffering a snapshot per tick forever, and CARLA's client reconnects once it runs again."""
+    stalled = subprocess.Popen([sys.executable, "-c", STALLED_CLIENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, env=dict(os.environ, CARLA_TEST_HOST=server.host,
+                                                   CARLA_TEST_PORT=str(server.port)))
+    stuck = socket.create_connection((server.host, server.streaming_port), timeout=SOCKET_TIMEOUT_S)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    stuck.sendall((1).to_bytes(4, "little"))
+    try:
+        int(stalled.stdout.readline())
+        stalled.send_signal(signal.SIGSTOP)
+        result = run_client(server, """
+        client = connect(30.0)
+        world = client.get_world()
+        settings = world.get_settings()
+        settings.synchronous_mode = True
+        settings.fixed_delta_seconds = 0.05
+        world.apply_settings(settings)
+        bp = world.get_blueprint_library().find("vehicle.audi.tt")
+        batch = client.apply_batch_sync([carla.command.SpawnActor(bp, p) for p in world.get_map().get_spawn_points()], True)
+        ids = [r.actor_id for r in batch if not r.error]
+        start = time.time()
+        frames = [world.tick() for _ in range(2500)]   # ~45 kB snapshots: > 100 MB for a reader that stalls
+        settings.synchronous_mode = False                # the world goes on ticking by itself
+        settings.fixed_delta_seconds = None
+        world.apply_settings(settings)
+        emit({"cars": len(ids), "last": frames[-1]})
+        """)
+        stalled.send_signal(signal.SIGCONT)
+        stalled.stdin.write(f"{result['last'] + 3}\n")
+        stalled.stdin.flush()
+        seen = int(stalled.communicate(timeout=60)[0].strip() or 0)
+        run_client(server, """
+        client = connect()
+        world = client.get_world()
+        client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
+        emit(len(world.get_actors().filter("vehicle.*")))
+        """)
+        received, dropped = 0, False
+        try:
+            while received < 1 << 28:
+                data = stuck.recv(1 << 20)
+                if not data:
+                    dropped = True
+                    break
+                received += len(data)
+        except (ConnectionResetError, socket.timeout) as error:
+            dropped = isinstance(error, ConnectionResetError)
+    finally:
+        stuck.close()
+        if stalled.poll() is None:
+            stalled.send_signal(signal.SIGCONT)
+            stalled.kill()
+            stalled.wait()
+    assert result["cars"] > 300
+    assert dropped and received < 32 << 20, (dropped, received)
+    assert seen >= result["last"] + 3, "the resumed client saw no new snapshot"

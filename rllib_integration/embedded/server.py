@@ -63,6 +63,8 @@ class EmbeddedServer:
         self.service.bind(self.dispatcher)
         if options.rpc_log is not None:
             self.dispatcher.log = rpc.RpcLog(options.rpc_log)
+        self.service.traffic_manager.host = options.host         # Traffic Manager listeners bind
+        self.service.traffic_manager.log = self.dispatcher.log   # where the RPC port does, same log
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.Task | None = None
         self.rpc_port = 0
@@ -102,6 +104,7 @@ class EmbeddedServer:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        await self.service.traffic_manager.close()
         for server in self._servers:
             server.close()
         for server in self._servers:

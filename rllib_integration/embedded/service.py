@@ -12,11 +12,13 @@ from typing import Any, Callable
 import numpy as np
 
 from . import vehicle_surface
+from .maps import navmesh
 from .maps.town import Town, TownLoadError, load_town
 from .maps.towns import InlineTownSource, UnknownTownError, available_towns, find_town
-from .protocol import encoding
+from .protocol import actor_encoding, encoding
 from .protocol.rpc import Dispatcher, RpcError
 from .protocol.streaming import EPISODE_STREAM_ID, StreamingServer
+from .traffic_manager_service import TrafficManagerService
 from .world.actors import ActorInfo, ActorKind
 from .world.blueprints import LIBRARY_BLUEPRINTS, BlueprintDef
 from .world.settings import EpisodeSettings, SettingsError, validate_weather
@@ -82,11 +84,10 @@ class CarlaService:
         self.world = world
         self.streaming = streaming
         self.maps_dirs = maps_dirs
-        self.traffic_managers: dict[int, str] = {}
+        self.traffic_manager = TrafficManagerService(lambda: self.world)   # serves every TM port asked for
         self.imu_gravity = STANDARD_GRAVITY_MPS2
         self.custom_towns: dict[str, Town] = {}
         self._definitions = [self._definition(uid, bp) for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)]
-        self._uid_by_type = {bp.id: uid for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)}
 
     def bind(self, dispatcher: Dispatcher) -> None:
         for rpc_name, (attr, void, raw) in _RPC_METHODS.items():
@@ -107,9 +108,17 @@ class CarlaService:
     def publish_snapshot(self) -> None:
         self.streaming.publish(EPISODE_STREAM_ID, self.world.snapshot(), keep=True)
 
+    def publish_sensor_data(self) -> None:
+        """Sends this tick's sensor readings; only streams somebody listens to are encoded."""
+        for reading in self.world.sensor_readings:
+            stream_id = reading.sensor.stream_id
+            if self.streaming.has_subscribers(stream_id):
+                self.streaming.publish(stream_id, actor_encoding.sensor_message(reading, self._serialize))
+
     def tick(self) -> int:
         frame = self.world.tick()
         self.publish_snapshot()
+        self.publish_sensor_data()
         return frame
 
     # --- server, episode, settings ----------------------------------------------
@@ -154,6 +163,7 @@ class CarlaService:
             raise RpcError(str(error.args[0])) from None
         settings = EpisodeSettings() if reset_settings else self.world.settings
         self.world = World(town, episode_id=self.world.episode_id + 1, settings=settings, seed=self.world.seed)
+        self.world.sensors.imu_gravity_mps2 = self.imu_gravity
         self.publish_snapshot()
 
     @rpc(void=True)
@@ -195,38 +205,43 @@ class CarlaService:
 
     @rpc()
     def get_required_files(self, folder: str = "") -> list[str]:
-        return []
+        """Folder 'Nav' lists the town's navigation mesh, which the client's walker AI loads."""
+        if folder.strip("/\\") != navmesh.NAV_FOLDER:
+            return []
+        nav = navmesh.navigation_file(self.world.town)
+        return [nav.name] if nav is not None else []
 
     @rpc()
     def request_file(self, name: str) -> bytes:
+        nav = navmesh.navigation_file(self.world.town)
+        if nav is not None and name == nav.name:
+            return nav.data
         raise RpcError(f"file '{name}' not found on the embedded server")
 
     @rpc()
     def get_navigation_mesh(self) -> bytes:
         return b""
 
-    # --- traffic manager registry (which TM listens where) ----------------------
+    # --- traffic manager registry: this server is the Traffic Manager of every port ------------
 
     @rpc()
     def is_traffic_manager_running(self, port: int) -> bool:
-        return port in self.traffic_managers
-
-    @rpc()
-    def get_traffic_manager_running(self, port: int) -> list[Any]:
-        host = self.traffic_managers.get(port)
-        return [host, port] if host is not None else ["", 0]
-
-    @rpc()
-    def add_traffic_manager_running(self, info: list[Any]) -> bool:
-        host, port = info
-        if port in self.traffic_managers:
-            return False
-        self.traffic_managers[port] = host
+        """Always: the client then uses this server's Traffic Manager instead of starting its own."""
         return True
 
     @rpc()
+    def get_traffic_manager_running(self, port: int) -> list[Any]:
+        return self.traffic_manager.address(int(port))
+
+    @rpc()
+    def add_traffic_manager_running(self, info: list[Any]) -> bool:
+        """Refused: this server already serves every Traffic Manager port."""
+        return False
+
+    @rpc()
     def destroy_traffic_manager(self, port: int) -> bool:
-        return self.traffic_managers.pop(port, None) is not None
+        self.world.autopilot.unregister_port(int(port))
+        return True
 
     # --- blueprints and actors -------------------------------------------------
 
@@ -241,11 +256,8 @@ class CarlaService:
         return self._definitions
 
     def _serialize(self, info: ActorInfo) -> list[Any]:
-        description = [self._uid_by_type.get(info.blueprint.id, 0), info.blueprint.id,
-                       [[attr_id, type_, value] for attr_id, (type_, value) in info.attributes.items()]]
-        box = encoding.bounding_box(info.blueprint.box_center, info.blueprint.extent, info.id)
         token = self.streaming.token(info.stream_id) if info.stream_id else b""
-        return [info.id, info.parent_id, description, box, info.semantic_tags, token]
+        return actor_encoding.serialize_actor(info, token)
 
     @rpc()
     def get_spectator(self) -> list[Any]:
@@ -448,55 +460,52 @@ class CarlaService:
     @rpc(void=True)
     def set_imui_gravity(self, gravity: float) -> None:
         self.imu_gravity = float(gravity)
+        self.world.sensors.imu_gravity_mps2 = self.imu_gravity
 
-    # --- traffic lights (none yet in this server's towns) ------------------------------
-
-    def _traffic_light(self, actor_id: int) -> ActorInfo:
-        info = self.world.actor(actor_id)
-        if info.blueprint.id != "traffic.traffic_light":
-            raise WorldError(f"actor {actor_id} ({info.blueprint.id}) is not a traffic light")
-        return info
+    # --- traffic lights (world/traffic_lights.py) --------------------------------------
 
     @rpc()
     def get_group_traffic_lights(self, actor_id: int) -> list[int]:
-        return [self._traffic_light(actor_id).id]
+        return self.world.traffic_lights.group_ids(self.world.actor(actor_id).id)
 
     @rpc()
     def get_light_boxes(self, actor_id: int) -> list[Any]:
-        self._traffic_light(actor_id)
-        return []
+        return self.world.traffic_lights.light_boxes(self.world.actor(actor_id).id)
 
     @rpc(void=True)
     def set_traffic_light_state(self, actor_id: int, state: int) -> None:
-        self._traffic_light(actor_id)
+        self.world.traffic_lights.set_state(self.world.actor(actor_id).id, int(state))
 
     @rpc(void=True)
     def set_traffic_light_green_time(self, actor_id: int, seconds: float) -> None:
-        self._traffic_light(actor_id)
+        self.world.traffic_lights.set_time(self.world.actor(actor_id).id, encoding.TRAFFIC_LIGHT_GREEN, float(seconds))
 
     @rpc(void=True)
     def set_traffic_light_yellow_time(self, actor_id: int, seconds: float) -> None:
-        self._traffic_light(actor_id)
+        self.world.traffic_lights.set_time(self.world.actor(actor_id).id, encoding.TRAFFIC_LIGHT_YELLOW, float(seconds))
 
     @rpc(void=True)
     def set_traffic_light_red_time(self, actor_id: int, seconds: float) -> None:
-        self._traffic_light(actor_id)
+        self.world.traffic_lights.set_time(self.world.actor(actor_id).id, encoding.TRAFFIC_LIGHT_RED, float(seconds))
 
     @rpc(void=True)
     def freeze_traffic_light(self, actor_id: int, frozen: bool) -> None:
-        self._traffic_light(actor_id)
+        """Lights here have one clock: freezing one freezes all (the Python API sends
+        freeze_all_traffic_lights for TrafficLight.freeze anyway)."""
+        self.world.traffic_lights.light(self.world.actor(actor_id).id)
+        self.world.traffic_lights.frozen = bool(frozen)
 
     @rpc(void=True)
     def reset_traffic_light_group(self, actor_id: int) -> None:
-        self._traffic_light(actor_id)
+        self.world.traffic_lights.reset_group(self.world.actor(actor_id).id)
 
     @rpc(void=True)
     def freeze_all_traffic_lights(self, frozen: bool) -> None:
-        """No traffic lights to freeze."""
+        self.world.traffic_lights.frozen = bool(frozen)
 
     @rpc(void=True)
     def reset_all_traffic_lights(self) -> None:
-        """No traffic lights to reset."""
+        self.world.traffic_lights.reset_all()
 
     # --- lights of the town (street lights) -------------------------------------
 

@@ -181,6 +181,51 @@ class Link:
     contact: Contact | None = None
 
 
+TRAFFIC_LIGHT_TYPE = "1000001"       # CARLA's OpenDRIVE signal types
+STOP_SIGN_TYPE = "206"
+SIGNAL_SETBACK_M = 1.0               # signals stand this far before the road's junction end ...
+SIGNAL_KERB_OFFSET_M = 0.5           # ... and this far beyond its outermost lane
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A traffic light or stop sign at (s, t) on its road, governing the lanes of `orientation`
+    ("+": lanes driving along the road, "-": against it)."""
+
+    id: int
+    type: str            # CARLA's signal types: TRAFFIC_LIGHT_TYPE, STOP_SIGN_TYPE
+    s: float
+    t: float
+    orientation: Literal["+", "-"]
+
+
+@dataclass(frozen=True)
+class SignalReference:
+    """A junction path governed by a signal placed on another road (as CARLA's towns do)."""
+
+    signal: int
+    from_lane: int
+    to_lane: int
+
+
+@dataclass(frozen=True)
+class Controller:
+    """Signals that turn green together (one phase of a junction's light cycle)."""
+
+    id: int
+    signals: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Crosswalk:
+    """A painted crossing: centre at (s, t) on its road, `length` across the road, `width` along it."""
+
+    s: float
+    t: float
+    length: float
+    width: float
+
+
 @dataclass
 class Road:
     """A road: reference line from `start` through `segments`, one lane section."""
@@ -196,6 +241,9 @@ class Road:
     predecessor: Link | None = None
     successor: Link | None = None
     lane_links: dict[int, list[int | None]] = field(default_factory=dict)  # id -> [pred, succ]
+    crosswalks: list[Crosswalk] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    signal_references: list[SignalReference] = field(default_factory=list)
 
     @property
     def length(self) -> float:
@@ -236,6 +284,7 @@ class Junction:
     id: int
     name: str
     connections: list[Connection] = field(default_factory=list)
+    controllers: list[int] = field(default_factory=list)   # controller ids, in cycle order
 
 
 @dataclass
@@ -247,6 +296,7 @@ class OpenDriveMap:
     longitude: float
     roads: list[Road] = field(default_factory=list)
     junctions: list[Junction] = field(default_factory=list)
+    controllers: list[Controller] = field(default_factory=list)
     _next_id: int = 0
 
     def _new_id(self) -> int:
@@ -333,6 +383,11 @@ class OpenDriveMap:
             "+datum=WGS84 +units=m +vunits=m +no_defs")
         for road in self.roads:
             _write_road(root, road)
+        for controller in self.controllers:
+            node = ElementTree.SubElement(root, "controller", name=f"Controller {controller.id}",
+                                          id=str(controller.id), sequence="0")
+            for signal in controller.signals:
+                ElementTree.SubElement(node, "control", signalId=str(signal), type="")
         for junction in self.junctions:
             _write_junction(root, junction)
         ElementTree.indent(root, space="  ")
@@ -408,6 +463,52 @@ def _write_road(root: ElementTree.Element, road: Road) -> None:
         right = ElementTree.SubElement(section, "right")
         for index, lane in enumerate(road.profile.right, start=1):
             _write_lane(right, road, -index, lane)
+    _write_crosswalks(node, road)
+    _write_signals(node, road)
+
+
+CROSSWALK_ID_BASE = 1_000_000  # object ids: base + 10 * road id + index, apart from other ids
+
+
+def _write_crosswalks(parent: ElementTree.Element, road: Road) -> None:
+    """OpenDRIVE crosswalk objects (CARLA's get_crosswalks, walker navigation): the object is
+    turned 90 degrees so its outline's u axis runs across the road."""
+    if not road.crosswalks:
+        return
+    objects = ElementTree.SubElement(parent, "objects")
+    for index, crosswalk in enumerate(road.crosswalks):
+        node = ElementTree.SubElement(objects, "object", type="crosswalk", name="Crosswalk",
+                                      id=str(CROSSWALK_ID_BASE + 10 * road.id + index), s=_num(crosswalk.s),
+                                      t=_num(crosswalk.t), zOffset="0", hdg=_num(HALF_PI), pitch="0", roll="0",
+                                      orientation="none", length=_num(crosswalk.length), width=_num(crosswalk.width))
+        outline = ElementTree.SubElement(node, "outline")
+        half_u, half_v = crosswalk.length / 2, crosswalk.width / 2
+        for u, v in ((-half_u, -half_v), (half_u, -half_v), (half_u, half_v), (-half_u, half_v), (-half_u, -half_v)):
+            ElementTree.SubElement(outline, "cornerLocal", u=_num(u), v=_num(v), z="0")
+
+
+SIGNAL_NAMES = {TRAFFIC_LIGHT_TYPE: "Signal_3Light_Post01", STOP_SIGN_TYPE: "Stop"}
+SIGNAL_SIZE_M = {TRAFFIC_LIGHT_TYPE: (1.16, 0.52), STOP_SIGN_TYPE: (0.9, 0.9)}   # height, width
+
+
+def _write_signals(parent: ElementTree.Element, road: Road) -> None:
+    """Signals as CARLA's towns write them: the signal on the road it stands by (lane validity
+    0: no lane of its own), one reference per governed junction path on that path."""
+    if not road.signals and not road.signal_references:
+        return
+    signals = ElementTree.SubElement(parent, "signals")
+    for signal in road.signals:
+        height, width = SIGNAL_SIZE_M[signal.type]
+        node = ElementTree.SubElement(
+            signals, "signal", name=SIGNAL_NAMES[signal.type], id=str(signal.id), s=_num(signal.s), t=_num(signal.t),
+            zOffset="0", hOffset="0", roll="0", pitch="0", orientation=signal.orientation,
+            dynamic="yes" if signal.type == TRAFFIC_LIGHT_TYPE else "no", country="OpenDRIVE", type=signal.type,
+            subtype="-1", value="-1", text="", height=_num(height), width=_num(width))
+        ElementTree.SubElement(node, "validity", fromLane="0", toLane="0")
+    for reference in road.signal_references:
+        node = ElementTree.SubElement(signals, "signalReference", id=str(reference.signal), s="0", t="0",
+                                      orientation="+")
+        ElementTree.SubElement(node, "validity", fromLane=str(reference.from_lane), toLane=str(reference.to_lane))
 
 
 def _write_junction(root: ElementTree.Element, junction: Junction) -> None:
@@ -417,6 +518,8 @@ def _write_junction(root: ElementTree.Element, junction: Junction) -> None:
                                        connectingRoad=str(connection.connecting), contactPoint="start")
         for from_lane, to_lane in connection.lane_links:
             ElementTree.SubElement(child, "laneLink", {"from": str(from_lane), "to": str(to_lane)})
+    for sequence, controller in enumerate(junction.controllers):
+        ElementTree.SubElement(node, "controller", id=str(controller), type="0", sequence=str(sequence))
 
 
 # --------------------------------------------------------------------------- crossings
@@ -485,11 +588,38 @@ def connect_crossing(town: OpenDriveMap, crossing: Crossing) -> None:
                 town.connect(crossing.junction, incoming, in_lanes[-1:], outgoing, out_lanes[-1:])
 
 
+def signalise_arm(town: OpenDriveMap, crossing: Crossing, direction: int, signal_type: str) -> Signal | None:
+    """A signal by the kerb where an arm's traffic enters the crossing, governing every
+    junction path that traffic can take; traffic lights get a controller (a phase) each, in
+    arm order, so a crossing's approaches take turns."""
+    road, contact = crossing.arms[direction]
+    if not _lanes_into(road, contact):
+        return None
+    into_along = contact == "end"   # traffic drives along the road's reference direction into the junction
+    side = road.profile.right if into_along else road.profile.left
+    kerb = sum(lane.width for lane in side) + SIGNAL_KERB_OFFSET_M
+    s = road.length - SIGNAL_SETBACK_M if into_along else SIGNAL_SETBACK_M
+    signal = Signal(town._new_id(), signal_type, s, -kerb if into_along else kerb, "+" if into_along else "-")
+    road.signals.append(signal)
+    for connecting in town.roads:
+        if connecting.junction == crossing.junction.id and connecting.predecessor is not None \
+                and connecting.predecessor.element_id == road.id:
+            lanes = len(connecting.profile.right)
+            connecting.signal_references.append(SignalReference(signal.id, -lanes, -1))
+    if signal_type == TRAFFIC_LIGHT_TYPE:
+        controller = Controller(town._new_id(), (signal.id,))
+        town.controllers.append(controller)
+        crossing.junction.controllers.append(controller.id)
+    return signal
+
+
 # --------------------------------------------------------------------------- GridCity
 
 CITY_LANE_WIDTH = 3.5
 SIDEWALK_WIDTH = 3.0
 CROSSWALK_MARGIN = 2.0   # junction boxes reach this far past the crossing road's sidewalk
+CROSSWALK_WIDTH = 3.0    # along the road
+CROSSWALK_SETBACK = 1.0  # from the junction's edge to the crosswalk
 CITY_CORNER_RADIUS = 25.0
 
 
@@ -546,9 +676,31 @@ def build_grid_city(blocks: int = 4, block_size: float = 120.0) -> str:
         lay_road(town, f"Street ring {key[0]}-{key[1]}>{next_key[0]}-{next_key[1]}", (crossings[key], travel),
                  (crossings[next_key], (next_travel + 2) % 4), STREET, 30.0, corner_radius=CITY_CORNER_RADIUS)
 
+    for road in town.roads:
+        add_crosswalks(road)
     for crossing in crossings.values():
         connect_crossing(town, crossing)
+    for (i, j), crossing in crossings.items():
+        if len(crossing.arms) == 4:   # inner crossings: traffic lights, one approach at a time
+            for direction in sorted(crossing.arms):
+                signalise_arm(town, crossing, direction, TRAFFIC_LIGHT_TYPE)
+        else:                         # T-junctions on the ring: the side street stops
+            side_street = EAST if i == 0 else WEST if i == blocks else NORTH if j == 0 else SOUTH
+            signalise_arm(town, crossing, side_street, STOP_SIGN_TYPE)
     return town.to_xodr()
+
+
+def add_crosswalks(road: Road) -> None:
+    """A crosswalk from kerb to kerb near each end of a road with sidewalks on both sides."""
+    sidewalks = [[index for index, lane in enumerate(side, start=1) if lane.type == "sidewalk"]
+                 for side in (road.profile.left, road.profile.right)]
+    if not all(sidewalks) or road.length < 2 * (CROSSWALK_SETBACK + CROSSWALK_WIDTH):
+        return
+    left = road.profile.inner_offset(sidewalks[0][0])
+    right = -road.profile.inner_offset(-sidewalks[1][0])
+    centre = CROSSWALK_SETBACK + CROSSWALK_WIDTH / 2
+    for s in (centre, road.length - centre):
+        road.crosswalks.append(Crosswalk(s, (left - right) / 2, left + right, CROSSWALK_WIDTH))
 
 
 # --------------------------------------------------------------------------- HighwayLoop
@@ -637,6 +789,8 @@ def build_highway_loop() -> str:
         for road, contact in crossing.arms.values():
             town.attach(road, contact, crossing.junction)
         connect_crossing(town, crossing)
+    signalise_arm(town, junction_s, WEST, STOP_SIGN_TYPE)   # exit ramps stop before the local road
+    signalise_arm(town, junction_n, EAST, STOP_SIGN_TYPE)
 
     eastbound, westbound = HIGHWAY.driving_ids("right"), HIGHWAY.driving_ids("left")
     junction_a = town.add_junction("Junction A")  # eastbound traffic leaves, westbound joins

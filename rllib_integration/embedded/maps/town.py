@@ -17,6 +17,8 @@ import carla
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .road_grid import build_road_grid
+
 from ..world import geometry
 from .towns import TownSource
 
@@ -69,6 +71,8 @@ class RoadSurface:
         self._roll = roll
         self._yaw = yaw
         self._tree = cKDTree(points)
+        self.grid = build_road_grid(points)   # for compiled kernels; the tree answers off-road points
+        self.pitch, self.roll, self.yaw = pitch, roll, yaw
 
     def query(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(n, 3) positions -> ground z, pitch, roll (degrees) and horizontal distance to the sample."""

@@ -123,6 +123,17 @@ WALKER_DATA = np.dtype({
     "itemsize": ACTOR_DATA_BYTES,
 })
 
+# Traffic lights; traffic signs use only sign_id (their block is char[32] sign_id).
+SIGN_ID_BYTES = 32
+TRAFFIC_LIGHT_DATA = np.dtype({
+    "names": ["sign_id", "green_time", "yellow_time", "red_time", "elapsed_time", "pole_index",
+              "time_is_frozen", "state"],
+    "formats": [f"S{SIGN_ID_BYTES}", "<f4", "<f4", "<f4", "<f4", "<u4", "u1", "u1"],
+    "offsets": [0, 32, 36, 40, 44, 48, 52, 53],
+    "itemsize": ACTOR_DATA_BYTES,
+})
+TRAFFIC_LIGHT_RED, TRAFFIC_LIGHT_YELLOW, TRAFFIC_LIGHT_GREEN = 0, 1, 2   # carla.TrafficLightState
+
 ACTOR_RECORD = np.dtype([
     ("id", "<u4"),
     ("state", "u1"),
@@ -134,22 +145,42 @@ ACTOR_RECORD = np.dtype([
 ])
 ACTOR_STATE_ACTIVE = 1
 
+# Views of ACTOR_RECORD that group adjacent fields, so a snapshot fills them in a few copies.
+_VEHICLE_OFFSET = ACTOR_RECORD.fields["vehicle"][1]
+RECORD_BULK_VIEW = np.dtype({
+    "names": ["kinematics", "pedals", "flags", "gear", "speed_limit"],
+    "formats": [("<f4", (15,)), ("<f4", (3,)), ("u1", (3,)), "<i4", "<f4"],
+    "offsets": [ACTOR_RECORD.fields["transform"][1], _VEHICLE_OFFSET, _VEHICLE_OFFSET + 12,
+                _VEHICLE_OFFSET + 15, _VEHICLE_OFFSET + 19],
+    "itemsize": ACTOR_RECORD.itemsize,
+})
+
 # Sensor type indexes as this wheel's registry numbers them.
 EPISODE_STATE_SENSOR_TYPE = 17
+COLLISION_SENSOR_TYPE = 0
+GNSS_SENSOR_TYPE = 4
+IMU_SENSOR_TYPE = 5
+OBSTACLE_SENSOR_TYPE = 7
 
 assert SENSOR_HEADER.itemsize == 48
 assert EPISODE_HEADER.itemsize == 36
 assert ACTOR_RECORD.itemsize == 119
 
 
+_SENSOR_HEADER_STRUCT = struct.Struct("<QQd6f")
+_EPISODE_HEADER_STRUCT = struct.Struct("<Qdf3ii")
+assert _SENSOR_HEADER_STRUCT.size == SENSOR_HEADER.itemsize and _EPISODE_HEADER_STRUCT.size == EPISODE_HEADER.itemsize
+
+
 def sensor_header(sensor_type: int, frame: int, timestamp: float,
                   pose: Sequence[float] = (0.0,) * 6) -> bytes:
-    header = np.zeros((), SENSOR_HEADER)
-    header["sensor_type"] = sensor_type
-    header["frame"] = frame
-    header["timestamp"] = timestamp
-    header["transform"] = pose
-    return header.tobytes()
+    """The 48-byte header of every stream message (layout: SENSOR_HEADER)."""
+    return _SENSOR_HEADER_STRUCT.pack(sensor_type, frame, timestamp, *pose)
+
+
+def episode_header(episode_id: int, platform_timestamp: float, delta_seconds: float, flags: int) -> bytes:
+    """The 36 bytes after the sensor header of a snapshot (layout: EPISODE_HEADER); map origin 0."""
+    return _EPISODE_HEADER_STRUCT.pack(episode_id, platform_timestamp, delta_seconds, 0, 0, 0, flags)
 
 
 def frame_message(payload: bytes) -> bytes:

@@ -16,6 +16,10 @@ from . import encoding
 
 STREAM_ID = struct.Struct("<I")
 EPISODE_STREAM_ID = 1
+# Unsent bytes one subscriber may hold. A client that stopped reading (suspended process,
+# vanished host whose connection never closed) would otherwise grow the server's memory by
+# a snapshot per tick forever; it is disconnected instead, and CARLA's client reconnects.
+MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,13 @@ class StreamingServer:
         message = encoding.frame_message(payload)
         if keep:
             self._latest[stream_id] = message
-        for transport in self._subscribers.get(stream_id, ()):
+        for transport in tuple(self._subscribers.get(stream_id, ())):
+            if transport.get_write_buffer_size() > MAX_BACKLOG_BYTES:
+                logger.warning("dropping a streaming subscriber of stream %d: it stopped reading "
+                               "(%d bytes unsent)", stream_id, transport.get_write_buffer_size())
+                self._unsubscribe(stream_id, transport)
+                transport.abort()   # discards the backlog; close() would keep it until sent
+                continue
             transport.write(message)
 
     def close_stream(self, stream_id: int) -> None:

@@ -43,13 +43,19 @@ class ActorInfo:
 class ActorTable:
     """Kinematic state of every actor plus vehicle inputs and parameters, one row each."""
 
-    FLOAT_COLUMNS_3 = ("location", "rotation", "velocity", "angular_velocity", "acceleration",
-                       "relative_location", "relative_rotation", "extent", "box_center", "control_direction")
-    FLOAT_COLUMNS = ("speed", "throttle", "steer", "brake", "wheelbase", "full_steer_rad", "max_curvature",
+    # Packed side by side in one (capacity, 15) array, in the snapshot record's order, so a
+    # snapshot copies them with one assignment; the names are views into it.
+    KINEMATIC_COLUMNS = ("location", "rotation", "velocity", "angular_velocity", "acceleration")
+    # Likewise throttle, steer, brake (floats) and hand_brake, reverse, manual_gear_shift (flags).
+    PEDAL_COLUMNS = ("throttle", "steer", "brake")
+    FLAG_COLUMNS = ("hand_brake", "reverse", "manual_gear_shift")
+    FLOAT_COLUMNS_3 = ("relative_location", "relative_rotation", "extent", "box_center", "control_direction",
+                       "slide_velocity")  # slide: velocity an impact gave across a body's own motion (m/s)
+    FLOAT_COLUMNS = ("speed", "wheelbase", "full_steer_rad", "max_curvature",
                      "max_accel", "top_speed", "brake_decel", "drag_per_mass", "rolling_accel", "speed_limit",
-                     "walker_speed")
+                     "walker_speed", "mass")  # mass in kg, for exchanging momentum in collisions
     INT_COLUMNS = ("gear", "parent_row")
-    BOOL_COLUMNS = ("alive", "hand_brake", "reverse", "manual_gear_shift", "simulate_physics", "on_ground", "jump")
+    BOOL_COLUMNS = ("alive", "simulate_physics", "on_ground", "jump")
 
     def __init__(self) -> None:
         self.capacity = 0
@@ -57,6 +63,7 @@ class ActorTable:
         self.kind = np.zeros(0, np.uint8)
         self._free: list[int] = []
         self.size = 0
+        self.version = 0   # bumped whenever the set of rows or their roles change; caches key on it
         self._grow(INITIAL_CAPACITY)
 
     def _grow(self, capacity: int) -> None:
@@ -66,6 +73,15 @@ class ActorTable:
                 new[: len(old)] = old
             return new
 
+        self.kinematics = grown(getattr(self, "kinematics", None), (capacity, 15), np.float64)
+        for index, name in enumerate(self.KINEMATIC_COLUMNS):
+            setattr(self, name, self.kinematics[:, 3 * index: 3 * index + 3])
+        self.pedals = grown(getattr(self, "pedals", None), (capacity, 3), np.float64)
+        self.control_flags = grown(getattr(self, "control_flags", None), (capacity, 3), bool)
+        for index, name in enumerate(self.PEDAL_COLUMNS):
+            setattr(self, name, self.pedals[:, index])
+        for index, name in enumerate(self.FLAG_COLUMNS):
+            setattr(self, name, self.control_flags[:, index])
         for name in self.FLOAT_COLUMNS_3:
             setattr(self, name, grown(getattr(self, name, None), (capacity, 3), np.float64))
         for name in self.FLOAT_COLUMNS:
@@ -91,14 +107,17 @@ class ActorTable:
         self.kind[row] = kind
         self.alive[row] = True
         self.parent_row[row] = -1
+        self.version += 1
         return row
 
     def release(self, row: int) -> None:
         self.alive[row] = False
         self._free.append(row)
+        self.version += 1
 
     def _clear(self, row: int) -> None:
-        for name in self.FLOAT_COLUMNS_3 + self.FLOAT_COLUMNS + self.INT_COLUMNS + self.BOOL_COLUMNS:
+        for name in ("kinematics", "pedals", "control_flags") + self.FLOAT_COLUMNS_3 + self.FLOAT_COLUMNS \
+                + self.INT_COLUMNS + self.BOOL_COLUMNS:
             getattr(self, name)[row] = 0
 
     def live_rows(self) -> np.ndarray:

@@ -9,9 +9,9 @@ throttle run, drag and rolling resistance included, takes the published 0-100 km
 deceleration is solved the same way from the published 100-0 km/h stopping distance.
 Gravity acts along the road's pitch; a hand brake locks the rear wheels.
 
-Road contact: each step the car takes z, pitch and roll of the nearest road-surface
-sample. That pitch is the lane's, in the lane's driving direction, so a car driving
-against its lane sees the slope with the wrong sign (RoadSurface gives no lane heading).
+Road contact: each step the car takes z of the nearest road-surface sample and that
+lane's pitch and roll projected on the car's heading, so a car driving against its lane
+feels the slope with the right sign.
 
 Lateral: a kinematic bicycle, since blueprints carry no tyre stiffness or yaw inertia and
 a kinematic path cannot oscillate at any speed or time step. Steer maps to a wheel angle
@@ -20,15 +20,19 @@ Manager's gains expect); the path curvature is bounded by the car's real turning
 and by tyre grip. The actor origin sits mid-wheelbase, so in a turn it slips sideways
 relative to the heading and circles on a wider radius than the rear axle, as a real car.
 
-All quantities are per vehicle row of the ActorTable and every step is vectorised.
+All quantities are per vehicle row of the ActorTable. The step is one compiled (numba)
+loop over the vehicle rows: with numpy's per-call overhead a tick of one car cost ~100 us,
+compiled it costs ~2 us, and it scales linearly to hundreds of cars.
 """
 from __future__ import annotations
 
 import functools
 import math
 
+import numba
 import numpy as np
 
+from ..maps.road_grid import nearest_sample
 from ..maps.town import RoadSurface
 from . import geometry
 from .actors import ActorTable
@@ -127,6 +131,7 @@ def set_vehicle_parameters(table: ActorTable, row: int, physics: VehiclePhysics)
     table.brake_decel[row] = brake_decel(physics)
     table.drag_per_mass[row] = drag_per_mass(physics)
     table.rolling_accel[row] = rolling_accel(physics)
+    table.mass[row] = physics.mass_kg
     table.simulate_physics[row] = True
     table.gear[row] = 1
 
@@ -135,72 +140,110 @@ def step_vehicles(table: ActorTable, rows: np.ndarray, dt: float, surface: RoadS
     """Advances the given vehicle rows by dt seconds and puts them on the road surface."""
     if len(rows) == 0:
         return
-    speed = table.speed[rows]   # signed, along the direction of travel; negative backwards
-    throttle = np.clip(table.throttle[rows], 0.0, 1.0)
-    brake = np.clip(table.brake[rows], 0.0, 1.0)
-    steer = np.clip(table.steer[rows], -1.0, 1.0)
-    gear = table.gear[rows]
-    manual = table.manual_gear_shift[rows]
-    backwards = np.where(manual, gear < 0, table.reverse[rows])
-    neutral = manual & (gear == 0)
-    direction = np.where(backwards, -1.0, 1.0)
-    drag = table.drag_per_mass[rows]
-    rolling = table.rolling_accel[rows]
-    peak = table.max_accel[rows]
-    top = table.top_speed[rows]
+    grid = surface.grid
+    off_road = _step_kernel(
+        rows, dt, table.speed, table.throttle, table.brake, table.steer, table.hand_brake, table.reverse,
+        table.manual_gear_shift, table.gear, table.max_accel, table.top_speed, table.brake_decel,
+        table.drag_per_mass, table.rolling_accel, table.full_steer_rad, table.wheelbase, table.max_curvature,
+        table.location, table.rotation, table.velocity, table.angular_velocity, table.acceleration,
+        grid.origin, grid.shape, grid.starts, grid.members, grid.points, surface.pitch, surface.roll, surface.yaw)
+    if off_road.any():
+        # Beyond the grid's reach the nearest road sample may be far: the k-d tree finds it.
+        lost = rows[off_road]
+        ground_z, pitch, roll = surface.ground_under(table.location[lost], table.rotation[lost, 1])
+        table.location[lost, 2] = ground_z
+        table.rotation[lost, 0] = geometry.wrap_degrees(pitch)
+        table.rotation[lost, 2] = geometry.wrap_degrees(roll)
 
-    # Engine pull along the gear's direction, falling with the speed in that direction.
-    geared_speed = np.maximum(direction * speed, 0.0)
-    forward_pull = peak * (1.0 - geared_speed / top) + (drag * top * top + rolling) * geared_speed / top
-    reverse_pull = peak * (1.0 - geared_speed / REVERSE_TOP_SPEED_MPS)
-    pull = np.where(backwards, reverse_pull, forward_pull)
-    drive = np.where(neutral, 0.0, throttle * np.maximum(pull, 0.0))
-    # Foot and hand brake together cannot out-brake the better of the two alone (grip).
-    brake_decels = table.brake_decel[rows]
-    braking = np.minimum(brake * brake_decels + table.hand_brake[rows] * HAND_BRAKE_DECEL_MPS2,
-                         np.maximum(brake_decels, HAND_BRAKE_DECEL_MPS2))
-    resist = braking + drag * speed * speed + rolling
-    pitch = np.radians(table.rotation[rows, 0])
-    gravity = -GRAVITY_MPS2 * np.sin(pitch)
-    # Drive and gravity push; resistances only shrink the speed toward zero, never past it,
-    # so a braked car holds on a slope and a coasting one stops instead of reversing.
-    pushed = speed + (direction * drive + gravity) * dt
-    new_speed = np.sign(pushed) * np.maximum(np.abs(pushed) - resist * dt, 0.0)
 
-    # Rear-axle path curvature from the wheel angle, bounded by the turning circle and grip.
-    mean_speed = 0.5 * (speed + new_speed)
-    curvature = np.tan(steer * table.full_steer_rad[rows]) / table.wheelbase[rows]
-    grip_limit = TYRE_GRIP_G * GRAVITY_MPS2 / np.maximum(mean_speed * mean_speed, MIN_SPEED_SQUARED_M2PS2)
-    limit = np.minimum(table.max_curvature[rows], grip_limit)
-    curvature = np.clip(curvature, -limit, limit)
-    slip = np.arctan(ORIGIN_FROM_REAR_AXLE * table.wheelbase[rows] * curvature)   # origin's sideslip
-    yaw_rate = mean_speed * np.cos(slip) * curvature
+@numba.njit(cache=True)
+def _wrap_deg(angle: float) -> float:
+    return (angle + 180.0) % 360.0 - 180.0
 
-    yaw = np.radians(table.rotation[rows, 1])
-    course = yaw + 0.5 * yaw_rate * dt + slip   # direction the origin travels, mid-step
-    travel = mean_speed * dt * np.cos(pitch)
-    location = table.location[rows]
-    location[:, 0] += travel * np.cos(course)
-    location[:, 1] += travel * np.sin(course)
-    new_yaw = yaw + yaw_rate * dt
 
-    ground_z, ground_pitch, ground_roll = surface.ground_under(location, np.degrees(new_yaw))
-    ground_pitch = geometry.wrap_degrees(ground_pitch)
-    location[:, 2] = ground_z
-    table.location[rows] = location
-    table.rotation[rows] = np.stack(
-        [ground_pitch, geometry.wrap_degrees(np.degrees(new_yaw)), geometry.wrap_degrees(ground_roll)], axis=1)
+@numba.njit(cache=True)
+def _step_kernel(rows, dt, speed_col, throttle_col, brake_col, steer_col, hand_brake_col, reverse_col,
+                 manual_col, gear_col, peak_col, top_col, brake_decel_col, drag_col, rolling_col,
+                 full_steer_col, wheelbase_col, max_curvature_col, location, rotation, velocity,
+                 angular_velocity, acceleration, grid_origin, grid_shape, grid_starts, grid_members,
+                 grid_points, lane_pitch, lane_roll, lane_yaw):
+    """The model of this module's docstring for each row; returns which rows found no road nearby."""
+    off_road = np.zeros(len(rows), dtype=np.bool_)
+    for k in range(len(rows)):
+        r = rows[k]
+        speed = speed_col[r]   # signed, along the direction of travel; negative backwards
+        throttle = min(max(throttle_col[r], 0.0), 1.0)
+        brake = min(max(brake_col[r], 0.0), 1.0)
+        steer = min(max(steer_col[r], -1.0), 1.0)
+        manual = manual_col[r]
+        backwards = gear_col[r] < 0 if manual else reverse_col[r]
+        neutral = manual and gear_col[r] == 0
+        direction = -1.0 if backwards else 1.0
+        drag, rolling, peak, top = drag_col[r], rolling_col[r], peak_col[r], top_col[r]
 
-    new_course = new_yaw + slip
-    cos_p, sin_p = np.cos(np.radians(ground_pitch)), np.sin(np.radians(ground_pitch))
-    along = np.stack([np.cos(new_course) * cos_p, np.sin(new_course) * cos_p, sin_p], axis=1)
-    right = np.stack([-np.sin(new_course), np.cos(new_course), np.zeros_like(new_course)], axis=1)
-    table.velocity[rows] = along * new_speed[:, None]
-    table.angular_velocity[rows] = np.stack([np.zeros_like(yaw_rate), np.zeros_like(yaw_rate),
-                                             np.degrees(yaw_rate)], axis=1)
-    longitudinal = (new_speed - speed) / dt
-    table.acceleration[rows] = along * longitudinal[:, None] + right * (mean_speed * yaw_rate)[:, None]
-    table.speed[rows] = new_speed
+        # Engine pull along the gear's direction, falling with the speed in that direction.
+        geared_speed = max(direction * speed, 0.0)
+        if backwards:
+            pull = peak * (1.0 - geared_speed / REVERSE_TOP_SPEED_MPS)
+        else:
+            pull = peak * (1.0 - geared_speed / top) + (drag * top * top + rolling) * geared_speed / top
+        drive = 0.0 if neutral else throttle * max(pull, 0.0)
+        # Foot and hand brake together cannot out-brake the better of the two alone (grip).
+        full_brake = brake_decel_col[r]
+        hand = HAND_BRAKE_DECEL_MPS2 if hand_brake_col[r] else 0.0
+        braking = min(brake * full_brake + hand, max(full_brake, HAND_BRAKE_DECEL_MPS2))
+        resist = braking + drag * speed * speed + rolling
+        pitch = math.radians(rotation[r, 0])
+        gravity = -GRAVITY_MPS2 * math.sin(pitch)
+        # Drive and gravity push; resistances only shrink the speed toward zero, never past it,
+        # so a braked car holds on a slope and a coasting one stops instead of reversing.
+        pushed = speed + (direction * drive + gravity) * dt
+        new_speed = math.copysign(max(abs(pushed) - resist * dt, 0.0), pushed)
+
+        # Rear-axle path curvature from the wheel angle, bounded by the turning circle and grip.
+        mean_speed = 0.5 * (speed + new_speed)
+        curvature = math.tan(steer * full_steer_col[r]) / wheelbase_col[r]
+        limit = min(max_curvature_col[r],
+                    TYRE_GRIP_G * GRAVITY_MPS2 / max(mean_speed * mean_speed, MIN_SPEED_SQUARED_M2PS2))
+        curvature = min(max(curvature, -limit), limit)
+        slip = math.atan(ORIGIN_FROM_REAR_AXLE * wheelbase_col[r] * curvature)   # origin's sideslip
+        yaw_rate = mean_speed * math.cos(slip) * curvature
+
+        yaw = math.radians(rotation[r, 1])
+        course = yaw + 0.5 * yaw_rate * dt + slip   # direction the origin travels, mid-step
+        travel = mean_speed * dt * math.cos(pitch)
+        location[r, 0] += travel * math.cos(course)
+        location[r, 1] += travel * math.sin(course)
+        new_yaw = yaw + yaw_rate * dt
+        new_yaw_deg = _wrap_deg(math.degrees(new_yaw))
+
+        sample = nearest_sample(grid_origin, grid_shape, grid_starts, grid_members, grid_points,
+                                location[r, 0], location[r, 1], location[r, 2])
+        if sample >= 0:
+            # A lane's slope is stored along its own direction; the car feels it along its heading.
+            alignment = math.cos(math.radians(new_yaw_deg - lane_yaw[sample]))
+            location[r, 2] = grid_points[sample, 2]
+            rotation[r, 0] = _wrap_deg(lane_pitch[sample] * alignment)
+            rotation[r, 2] = _wrap_deg(lane_roll[sample] * alignment)
+        else:
+            off_road[k] = True
+        rotation[r, 1] = new_yaw_deg
+
+        new_course = new_yaw + slip
+        ground_pitch = math.radians(rotation[r, 0])
+        cos_p, sin_p = math.cos(ground_pitch), math.sin(ground_pitch)
+        along_x, along_y, along_z = math.cos(new_course) * cos_p, math.sin(new_course) * cos_p, sin_p
+        right_x, right_y = -math.sin(new_course), math.cos(new_course)
+        velocity[r, 0], velocity[r, 1], velocity[r, 2] = along_x * new_speed, along_y * new_speed, along_z * new_speed
+        angular_velocity[r, 0], angular_velocity[r, 1] = 0.0, 0.0
+        angular_velocity[r, 2] = math.degrees(yaw_rate)
+        longitudinal = (new_speed - speed) / dt
+        lateral = mean_speed * yaw_rate
+        acceleration[r, 0] = along_x * longitudinal + right_x * lateral
+        acceleration[r, 1] = along_y * longitudinal + right_y * lateral
+        acceleration[r, 2] = along_z * longitudinal
+        speed_col[r] = new_speed
+    return off_road
 
 
 def set_velocity(table: ActorTable, row: int, velocity: np.ndarray) -> None:

@@ -6,16 +6,21 @@ on World and sends World.snapshot() bytes to the clients.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from ..maps.signals import signals_for
 from ..maps.town import Town
 from ..protocol import encoding
-from . import geometry, vehicle_physics, walker_physics
+from . import collisions, geometry, vehicle_physics, walker_physics
 from .actors import ActorInfo, ActorKind, ActorTable
+from .autopilot import Autopilot
 from .blueprints import BlueprintDef, find_blueprint, validate_attribute
+from .sensors import SensorReading, SensorSystem
 from .settings import CLEAR_NOON, EpisodeSettings
+from .traffic_lights import TrafficLights
 
 SPECTATOR_TYPE_ID = "spectator"
 RENDERING_SENSOR_PREFIXES = ("sensor.camera.", "sensor.lidar.", "sensor.other.radar")
@@ -29,6 +34,16 @@ KIND_BY_BLUEPRINT = {
 # CARLA 0.9.16 semantic tags (CityScapes palette numbering)
 SEMANTIC_TAG_BY_BASE_TYPE = {"car": 14, "van": 14, "truck": 15, "bus": 16, "motorcycle": 18, "bicycle": 19}
 PEDESTRIAN_TAG = 12
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    version: int
+    live: np.ndarray
+    vehicles: np.ndarray   # simulated vehicles
+    walkers: np.ndarray    # simulated walkers
+    attached: np.ndarray   # actors that follow a parent
+    walkers_in_snapshot: np.ndarray   # positions of walkers among the live rows
 
 
 class WorldError(Exception):
@@ -54,8 +69,16 @@ class World:
         self._last_tick_wall = time.monotonic()
         self._map_changed = True
         self.last_delta_seconds = 0.0
+        self._groups: RowGroups | None = None
+        self._snapshot_records: tuple[int, np.ndarray] | None = None
+        self.sensors = SensorSystem(town.carla_map)
+        self.collisions = collisions.CollisionSystem()
+        self.contacts = collisions.NO_CONTACTS      # this tick's, for the collision sensors
+        self.sensor_readings: list[SensorReading] = []   # this tick's, for the service to publish
         self.spectator = self._add_actor(find_blueprint(SPECTATOR_TYPE_ID), {}, ((0.0, 0.0, 50.0), (-90.0, 0.0, 0.0)))
         self.on_actor_destroyed: Callable[[ActorInfo], None] | None = None
+        self.traffic_lights = TrafficLights(self, signals_for(town))   # the map's lights and signs
+        self.autopilot = Autopilot(self)   # the server-side Traffic Manager's driver
 
     # --- actors -------------------------------------------------------------
 
@@ -94,10 +117,13 @@ class World:
         if parent_id:
             info.parent_id = parent_id
             self.table.parent_row[info.row] = parent.row
+            self.table.version += 1
             self.table.relative_location[info.row] = pose[0]
             self.table.relative_rotation[info.row] = pose[1]
             parent.children.append(info.id)
             self._update_attached(np.array([info.row]))
+        if kind == ActorKind.SENSOR:
+            self.sensors.add(info)
         return info
 
     def _add_actor(self, blueprint: BlueprintDef, attributes: dict[str, tuple[int, str]],
@@ -115,6 +141,7 @@ class World:
             vehicle_physics.set_vehicle_parameters(self.table, row, blueprint.physics)
         if kind == ActorKind.WALKER:
             self.table.simulate_physics[row] = True
+            self.table.mass[row] = collisions.walker_mass(blueprint)
         self.actors[actor_id] = info
         return info
 
@@ -159,9 +186,11 @@ class World:
             if child is not None:
                 child.parent_id = 0
                 self.table.parent_row[child.row] = -1
+                self.table.version += 1
         if info.parent_id in self.actors:
             self.actors[info.parent_id].children.remove(actor_id)
         del self.actors[actor_id]
+        self.sensors.discard(actor_id)
         self.table.release(info.row)
         if self.on_actor_destroyed is not None:
             self.on_actor_destroyed(info)
@@ -195,9 +224,13 @@ class World:
         walker_physics.apply_walker_control(self.table, self.walker(actor_id).row, direction, speed, jump)
 
     def set_walker_state(self, actor_id: int, location, rotation, speed: float) -> None:
-        """What the client-side walker AI sends every tick: where the walker is and how fast it goes."""
+        """What the client-side walker AI sends every tick: where the walker is and how fast it goes.
+
+        The AI sends the point under the walker's feet on the navigation mesh; a walker's
+        origin is its capsule's centre, half its height higher (as CARLA's server raises it).
+        """
         row = self.walker(actor_id).row
-        self.table.location[row] = location
+        self.table.location[row] = (location[0], location[1], location[2] + self.table.extent[row, 2])
         self.table.rotation[row] = rotation
         yaw = np.radians(rotation[1])
         self.table.control_direction[row] = (np.cos(yaw), np.sin(yaw), 0.0)
@@ -215,7 +248,7 @@ class World:
             self.table.location[row] = location
             if rotation is not None:
                 self.table.rotation[row] = rotation
-        self._update_attached(self._attached_rows())
+        self._update_attached(self._row_groups().attached)
 
     def set_target_velocity(self, actor_id: int, velocity) -> None:
         info = self.actor(actor_id)
@@ -227,6 +260,7 @@ class World:
     def set_simulate_physics(self, actor_id: int, enabled: bool) -> None:
         info = self.actor(actor_id)
         self.table.simulate_physics[info.row] = bool(enabled)
+        self.table.version += 1
         if not enabled:
             self.table.speed[info.row] = 0.0
             self.table.velocity[info.row] = 0.0
@@ -243,25 +277,34 @@ class World:
         if dt is None:
             dt = float(np.clip(now - self._last_tick_wall, *VARIABLE_STEP_BOUNDS_S))
         self._last_tick_wall = now
-        table = self.table
-        size = table.size
-        vehicles = np.flatnonzero(table.alive[:size] & (table.kind[:size] == ActorKind.VEHICLE)
-                                  & table.simulate_physics[:size])
-        vehicle_physics.step_vehicles(table, vehicles, dt, self.town.surface)
-        walkers = np.flatnonzero(table.alive[:size] & (table.kind[:size] == ActorKind.WALKER)
-                                 & table.simulate_physics[:size])
-        walker_physics.step_walkers(table, walkers, dt)
-        attached = self._attached_rows()
-        if len(attached):
-            self._update_attached(attached)
+        groups = self._row_groups()
+        driven = self.autopilot.step(dt, groups.vehicles)   # autopilot controls; hybrid cars moved here
+        vehicle_physics.step_vehicles(self.table, driven, dt, self.town.surface)
+        walker_physics.step_walkers(self.table, groups.walkers, dt)
+        self.contacts = self.collisions.step(self.table, dt)
+        if len(groups.attached):
+            self._update_attached(groups.attached)
+        self.traffic_lights.step(dt)
         self.frame += 1
         self.elapsed_seconds += dt
         self.last_delta_seconds = dt
+        self.sensor_readings = self.sensors.step(self)
         return self.frame
 
-    def _attached_rows(self) -> np.ndarray:
-        size = self.table.size
-        return np.flatnonzero(self.table.alive[:size] & (self.table.parent_row[:size] >= 0))
+    def _row_groups(self) -> "RowGroups":
+        """Rows by role, recomputed only when actors come, go or change role (not every tick)."""
+        table = self.table
+        if self._groups is None or self._groups.version != table.version:
+            size = table.size
+            alive, kind, physics = table.alive[:size], table.kind[:size], table.simulate_physics[:size]
+            self._groups = RowGroups(
+                version=table.version,
+                live=np.flatnonzero(alive),
+                vehicles=np.flatnonzero(alive & (kind == ActorKind.VEHICLE) & physics),
+                walkers=np.flatnonzero(alive & (kind == ActorKind.WALKER) & physics),
+                attached=np.flatnonzero(alive & (table.parent_row[:size] >= 0)),
+                walkers_in_snapshot=np.flatnonzero(kind[alive] == ActorKind.WALKER))
+        return self._groups
 
     def _update_attached(self, rows: np.ndarray) -> None:
         if len(rows) == 0:
@@ -281,37 +324,34 @@ class World:
     def snapshot(self) -> bytes:
         """The episode-stream message for the current frame: header, then one record per actor."""
         table = self.table
-        rows = table.live_rows()
-        records = np.zeros(len(rows), encoding.ACTOR_RECORD)
-        records["id"] = table.ids[rows]
-        records["state"] = encoding.ACTOR_STATE_ACTIVE
-        records["transform"][:, :3] = table.location[rows]
-        records["transform"][:, 3:] = table.rotation[rows]
-        records["velocity"] = table.velocity[rows]
-        records["angular_velocity"] = table.angular_velocity[rows]
-        records["acceleration"] = table.acceleration[rows]
-        vehicle = records["vehicle"]
-        vehicle["throttle"] = table.throttle[rows]
-        vehicle["steer"] = table.steer[rows]
-        vehicle["brake"] = table.brake[rows]
-        vehicle["hand_brake"] = table.hand_brake[rows]
-        vehicle["reverse"] = table.reverse[rows]
-        vehicle["manual_gear_shift"] = table.manual_gear_shift[rows]
-        vehicle["gear"] = table.gear[rows]
-        vehicle["speed_limit"] = table.speed_limit[rows]
-        walkers = table.kind[rows] == ActorKind.WALKER
-        if walkers.any():
-            walker_rows = rows[walkers]
+        groups = self._row_groups()
+        rows = groups.live
+        records, bulk = self._snapshot_buffers(groups)
+        bulk["kinematics"] = table.kinematics[rows]
+        bulk["pedals"] = table.pedals[rows]
+        bulk["flags"] = table.control_flags[rows]
+        bulk["gear"] = table.gear[rows]
+        bulk["speed_limit"] = table.speed_limit[rows]
+        if len(groups.walkers_in_snapshot):
+            walker_rows = rows[groups.walkers_in_snapshot]
             block = np.zeros(len(walker_rows), encoding.WALKER_DATA)
             block["direction"] = table.control_direction[walker_rows]
             block["speed"] = table.walker_speed[walker_rows]
             block["jump"] = table.jump[walker_rows]
-            vehicle[walkers] = block.view(encoding.VEHICLE_DATA)
-        header = np.zeros((), encoding.EPISODE_HEADER)
-        header["episode_id"] = self.episode_id
-        header["platform_timestamp"] = time.monotonic()
-        header["delta_seconds"] = self.last_delta_seconds
-        header["flags"] = encoding.MAP_CHANGED_FLAG if self._map_changed else 0
+            records["vehicle"][groups.walkers_in_snapshot] = block.view(encoding.VEHICLE_DATA)
+        self.traffic_lights.write_snapshot(records, rows)
+        flags = encoding.MAP_CHANGED_FLAG if self._map_changed else 0
         self._map_changed = False
         return (encoding.sensor_header(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.elapsed_seconds)
-                + header.tobytes() + records.tobytes())
+                + encoding.episode_header(self.episode_id, time.monotonic(), self.last_delta_seconds, flags)
+                + records.tobytes())
+
+    def _snapshot_buffers(self, groups: RowGroups) -> tuple[np.ndarray, np.ndarray]:
+        """The record array for the live rows (ids and states set once) and its bulk-copy view."""
+        if self._snapshot_records is None or self._snapshot_records[0] != groups.version:
+            records = np.zeros(len(groups.live), encoding.ACTOR_RECORD)
+            records["id"] = self.table.ids[groups.live]
+            records["state"] = encoding.ACTOR_STATE_ACTIVE
+            self._snapshot_records = (groups.version, records)
+        records = self._snapshot_records[1]
+        return records, records.view(encoding.RECORD_BULK_VIEW)

@@ -1,0 +1,262 @@
+"""Traffic lights and stop signs of one episode: map actors at their OpenDRIVE signals,
+light states cycling per junction group, and what each vehicle's snapshot says about the
+road it is on (speed limit, the light it faces).
+
+Why here and not in the client: CARLA's client reads a light's state, timings and sign id,
+and a vehicle's light and speed limit, from the episode snapshot only; the server decides
+them. Lights of one junction take turns as CARLA's light groups do: one phase (one
+controller's lights) green, then yellow, then all red for the red time, then the next
+phase. Everything per tick is numpy over all groups, lights and vehicles.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..maps.lane_graph import LaneGraph, lane_graph_for
+from ..maps.signals import STOP_SIGN_BLUEPRINT, TRAFFIC_LIGHT_BLUEPRINT, SignalSpec
+from ..protocol import encoding
+from .actors import ActorKind
+from .blueprints import find_blueprint
+
+if TYPE_CHECKING:
+    from .world import World
+
+GREEN_TIME_S = 10.0        # CARLA's default controller timings
+YELLOW_TIME_S = 3.0
+RED_TIME_S = 2.0           # all-red clearance after a phase
+LONE_LIGHT_RED_TIME_S = 10.0   # a light without a controller is its own group; CARLA gives it a long red
+STAGE_COLORS = np.array([encoding.TRAFFIC_LIGHT_GREEN, encoding.TRAFFIC_LIGHT_YELLOW, encoding.TRAFFIC_LIGHT_RED],
+                        np.uint8)
+STAGES = len(STAGE_COLORS)
+# A vehicle is "at" a light while its centre is within this distance before the stop line: CARLA's
+# trigger box spans 1.5-4.5 m before the line, plus half a car length.
+TRIGGER_REACH_M = 7.0
+MS_TO_KMH = 3.6
+LIGHT_HEAD_OFFSET_M = (0.0, 0.0, 4.4)     # light head centre above the actor origin, for get_light_boxes
+LIGHT_HEAD_EXTENT_M = (0.25, 0.25, 0.6)
+
+
+class TrafficLightError(ValueError):
+    """An actor id that is not one of this episode's traffic lights."""
+
+
+class TrafficLights:
+    """Map-placed signal actors and the state of every light and light group."""
+
+    def __init__(self, world: "World", specs: list[SignalSpec]) -> None:
+        self.world = world
+        lights = [spec for spec in specs if spec.blueprint == TRAFFIC_LIGHT_BLUEPRINT]
+        stops = [spec for spec in specs if spec.blueprint == STOP_SIGN_BLUEPRINT]
+        self.light_specs, self.stop_specs = lights, stops
+        self.light_rows, self.light_ids = self._spawn(lights)
+        self.stop_rows, self.stop_ids = self._spawn(stops)
+        self.index_of_id = {int(actor_id): i for i, actor_id in enumerate(self.light_ids)}
+        self.frozen = False
+
+        group_keys = sorted({spec.group for spec in lights})
+        self.group = np.array([group_keys.index(spec.group) for spec in lights], np.int64)
+        phase_rank = np.zeros(len(lights), np.int64)
+        self.pole_index = np.zeros(len(lights), np.uint32)
+        for g in range(len(group_keys)):
+            members = np.flatnonzero(self.group == g)
+            phases = sorted({lights[i].phase for i in members})
+            phase_rank[members] = [phases.index(lights[i].phase) for i in members]
+            self.pole_index[members] = np.arange(len(members))
+        self.phase_rank = phase_rank
+        self.phase_count = np.array([phase_rank[self.group == g].max() + 1 for g in range(len(group_keys))], np.int64)
+        self.times = np.tile([GREEN_TIME_S, YELLOW_TIME_S, RED_TIME_S], (len(lights), 1))
+        lone = self.phase_count[self.group] == 1
+        self.times[lone, 2] = LONE_LIGHT_RED_TIME_S
+        # head[g, p]: a light of group g's phase p, whose timings stand for its controller's
+        self.head = np.zeros((len(group_keys), int(self.phase_count.max(initial=1))), np.int64)
+        self.head[self.group[::-1], phase_rank[::-1]] = np.arange(len(lights))[::-1]
+        self.current = np.zeros(len(group_keys), np.int64)
+        self.stage = np.zeros(len(group_keys), np.int64)
+        self.timer = np.zeros(len(group_keys))
+        self.state = np.zeros(len(lights), np.uint8)
+        self.elapsed = np.zeros(len(lights))
+        self._recompute(np.ones(len(group_keys), bool))
+        self._sign_blocks = self._blocks(lights + stops)
+
+        self._graph_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._vehicle_rows = np.zeros(0, np.int64)
+        self._vehicle_light = np.zeros(0, np.int64)
+
+    def _spawn(self, specs: list[SignalSpec]) -> tuple[np.ndarray, np.ndarray]:
+        """Adds one map actor per signal; its rpc bounding box is the trigger volume, as in
+        CARLA, while the table keeps the pole's physical box for sensors."""
+        rows, ids = [], []
+        for spec in specs:
+            base = find_blueprint(spec.blueprint)
+            blueprint = dataclasses.replace(base, extent=spec.box_extent, box_center=spec.box_location)
+            info = self.world._add_actor(blueprint, {}, (spec.location, spec.rotation))
+            self.world.table.extent[info.row] = base.extent
+            self.world.table.box_center[info.row] = base.box_center
+            rows.append(info.row)
+            ids.append(info.id)
+        return np.array(rows, np.int64), np.array(ids, np.int64)
+
+    @staticmethod
+    def _blocks(specs: list[SignalSpec]) -> np.ndarray:
+        blocks = np.zeros(len(specs), encoding.TRAFFIC_LIGHT_DATA)
+        blocks["sign_id"] = [spec.sign_id.encode()[:encoding.SIGN_ID_BYTES] for spec in specs]
+        return blocks
+
+    # --- light cycle -------------------------------------------------------------
+
+    def _recompute(self, groups: np.ndarray) -> None:
+        """States of the lights of the given groups (bool mask) from their group's phase and stage."""
+        lights = groups[self.group]
+        active = self.phase_rank == self.current[self.group]
+        state = np.where(active, STAGE_COLORS[self.stage[self.group]], encoding.TRAFFIC_LIGHT_RED)
+        changed = lights & (state != self.state)
+        self.elapsed[changed] = 0.0
+        self.state[lights] = state[lights]
+
+    def step(self, dt: float) -> None:
+        """Advances every group's cycle, then updates what each vehicle's snapshot reports."""
+        if len(self.state) and not self.frozen:
+            self.elapsed += dt
+            self.timer += dt
+            duration = self.times[self.head[np.arange(len(self.timer)), self.current], self.stage]
+            expired = self.timer >= duration
+            if expired.any():
+                self.timer[expired] -= duration[expired]
+                self.stage[expired] += 1
+                wrapped = expired & (self.stage == STAGES)
+                self.stage[wrapped] = 0
+                self.current[wrapped] = (self.current[wrapped] + 1) % self.phase_count[wrapped]
+                self._recompute(expired)
+        self._update_vehicles()
+
+    # --- requests ------------------------------------------------------------------
+
+    def light(self, actor_id: int) -> int:
+        index = self.index_of_id.get(actor_id)
+        if index is None:
+            raise TrafficLightError(f"actor {actor_id} is not a traffic light of this map")
+        return index
+
+    def set_state(self, actor_id: int, state: int) -> None:
+        """The light shows `state` until its group's cycle next changes (never, while frozen)."""
+        index = self.light(actor_id)
+        if int(state) not in range(5):
+            raise ValueError(f"traffic light state must be 0-4 (Red, Yellow, Green, Off, Unknown), got {state}")
+        if self.state[index] != state:
+            self.elapsed[index] = 0.0
+        self.state[index] = state
+
+    def set_time(self, actor_id: int, stage_color: int, seconds: float) -> None:
+        """Green, yellow or red time of the light's controller (every light of its phase)."""
+        index = self.light(actor_id)
+        if not seconds >= 0.0:
+            raise ValueError(f"traffic light time must be a non-negative number of seconds, got {seconds}")
+        stage = int(np.flatnonzero(STAGE_COLORS == stage_color)[0])
+        same_phase = (self.group == self.group[index]) & (self.phase_rank == self.phase_rank[index])
+        self.times[same_phase, stage] = float(seconds)
+
+    def group_ids(self, actor_id: int) -> list[int]:
+        return self.light_ids[self.group == self.group[self.light(actor_id)]].tolist()
+
+    def reset_group(self, actor_id: int) -> None:
+        self._reset(self.group == self.group[self.light(actor_id)])
+
+    def reset_all(self) -> None:
+        self._reset(np.ones(len(self.light_ids), bool))
+
+    def _reset(self, lights: np.ndarray) -> None:
+        groups = np.zeros(len(self.current), bool)
+        groups[self.group[lights]] = True
+        self.current[groups] = 0
+        self.stage[groups] = 0
+        self.timer[groups] = 0.0
+        self._recompute(groups)
+
+    def light_boxes(self, actor_id: int) -> list[list]:
+        """The light head's box in world coordinates."""
+        row = self.light_rows[self.light(actor_id)]
+        location, rotation = self.world.table.location[row], self.world.table.rotation[row]
+        yaw = np.radians(rotation[1])
+        dx, dy, dz = LIGHT_HEAD_OFFSET_M
+        centre = (location[0] + dx * np.cos(yaw) - dy * np.sin(yaw), location[1] + dx * np.sin(yaw) + dy * np.cos(yaw),
+                  location[2] + dz)
+        return [[encoding.location(centre), encoding.location(LIGHT_HEAD_EXTENT_M), encoding.location(rotation),
+                 int(actor_id)]]
+
+    # --- vehicles ----------------------------------------------------------------------
+
+    def governed_paths(self, graph: LaneGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per segment: light governing entry into this junction path, stop sign of it, and the
+        light an approach lane's vehicles face (-1: none)."""
+        if self._graph_tables is None:
+            path_light = np.full(graph.size, -1, np.int64)
+            path_stop = np.full(graph.size, -1, np.int64)
+            approach_light = np.full(graph.size, -1, np.int64)
+            for table, specs in ((path_light, self.light_specs), (path_stop, self.stop_specs)):
+                for index, spec in enumerate(specs):
+                    paths = [graph.index_of[key] for key in spec.paths if key in graph.index_of]
+                    for key in spec.approaches:
+                        if key in graph.index_of:
+                            following = graph.successors(graph.index_of[key])
+                            paths += [p for p in following.tolist() if graph.junction[p] >= 0]
+                    table[paths] = index
+            governed = np.flatnonzero(path_light >= 0)
+            entries = graph.entry[governed]
+            approach_light[entries[entries >= 0]] = path_light[governed[entries >= 0]]
+            self._graph_tables = (path_light, path_stop, approach_light)
+        return self._graph_tables
+
+    def _update_vehicles(self) -> None:
+        """Speed limit and faced light of every vehicle, from the lane it is on."""
+        world = self.world
+        rows = world.autopilot.vehicle_rows()
+        if len(rows) == 0:
+            self._vehicle_rows = rows
+            return
+        graph = lane_graph_for(world.town)
+        segment, s = world.autopilot.lane_positions(rows)
+        _, _, approach_light = self.governed_paths(graph)
+        world.table.speed_limit[rows] = graph.speed_limit[segment] * MS_TO_KMH
+        light = approach_light[segment]
+        light[graph.length[segment] - s > TRIGGER_REACH_M] = -1
+        self._vehicle_rows, self._vehicle_light = rows, light
+
+    # --- snapshot ------------------------------------------------------------------------
+
+    def write_snapshot(self, records: np.ndarray, live: np.ndarray) -> None:
+        """Fills the light and sign blocks and the vehicles' light fields of a snapshot's records."""
+        block = records["vehicle"]
+        lights = len(self.light_rows)
+        if len(self._sign_blocks):
+            blocks = self._sign_blocks
+            blocks["green_time"][:lights] = self.times[:, 0]
+            blocks["yellow_time"][:lights] = self.times[:, 1]
+            blocks["red_time"][:lights] = self.times[:, 2]
+            blocks["elapsed_time"][:lights] = self.elapsed
+            blocks["pole_index"][:lights] = self.pole_index
+            blocks["time_is_frozen"][:lights] = self.frozen
+            blocks["state"][:lights] = self.state
+            rows = np.concatenate([self.light_rows, self.stop_rows])
+            position, present = _positions(live, rows)
+            block[position[present]] = blocks[present].view(encoding.VEHICLE_DATA)
+        if len(self._vehicle_rows):
+            position, present = _positions(live, self._vehicle_rows)
+            present &= self.world.table.kind[self._vehicle_rows] == ActorKind.VEHICLE
+            light = self._vehicle_light[present]
+            facing = light >= 0
+            where = position[present]
+            block["has_traffic_light"][where] = facing
+            block["traffic_light_id"][where] = np.where(facing, self.light_ids[light], 0)
+            block["traffic_light_state"][where] = np.where(facing, self.state[light], encoding.TRAFFIC_LIGHT_GREEN)
+
+
+def _positions(live: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each row sits among the (sorted) live rows, and whether it is still there."""
+    position = np.searchsorted(live, rows)
+    present = position < len(live)
+    present[present] = live[position[present]] == rows[present]
+    return position, present
+
