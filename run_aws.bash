@@ -28,7 +28,7 @@ PROJECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REMOTE_PROJECT=carla-rllib  # where create-image put the project on the instance (aws/image.py REMOTE_PROJECT_DIR)
 INPUTS_DIR=.run_aws         # inside REMOTE_PROJECT: SCRIPT and CONFIG given from outside the project
 MAX_RECONNECTS=10
-RECONNECT_DELAY_S=5
+RECONNECT_DELAY_S=1  # short: aws_helper.py exec itself waits (--ssh-timeout) for SSH to answer again
 if [[ -z ${PYTHON:-} ]]; then
     PYTHON=python3
     [[ -x $PROJECT_DIR/.venv/bin/python ]] && PYTHON=$PROJECT_DIR/.venv/bin/python

@@ -19,6 +19,7 @@ setup(
         "msgpack>=1.0",
         "numpy>=1.24",
         "scipy>=1.10",
+        "numba>=0.60",              # compiles the simulator's per-actor tick loops
         "shapely>=2.1",             # walker navigation mesh: polygon overlay and constrained triangulation
         "pyyaml>=6.0",
         "opencv-python-headless>=4.8",  # the GUI-less build of opencv-python: no libGL needed on servers

@@ -146,3 +146,9 @@ def ensure_security_group(ec2: Any, group_name: str, cidr: str) -> str:
         ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[_ssh_rule(cidr)])
     say(f"security group {group_name} ({group_id}): ingress only SSH (22/tcp) from {cidr}")
     return group_id
+
+
+def admit(ec2: Any, key_name: str, group_name: str, cidr: str, keys: KeyStore) -> str:
+    """Key pair and security group for a new instance; returns the group's id."""
+    ensure_key_pair(ec2, key_name, keys)
+    return ensure_security_group(ec2, group_name, cidr)

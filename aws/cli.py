@@ -1,4 +1,4 @@
-"""`aws_helper.py`: build a CARLA + RLlib AMI, launch and drive EC2 instances made from it.
+"""Build a CARLA + RLlib training AMI, then launch and drive EC2 instances made from it.
 
 Results (ids, field values, remote output) go to stdout, progress to stderr. Bad input or state
 ends with one line on stderr and exit status 2; `exec` exits with the remote command's status.
@@ -81,8 +81,7 @@ def launch(args: argparse.Namespace) -> int:
         raise UsageError(f"no AMI named {args.name} in region {instances.region(ec2)}: "
                          "run `aws_helper.py create-image` first or pass --ami-id")
     key_name = args.key_name or args.name
-    access.ensure_key_pair(ec2, key_name, keys)
-    group_id = access.ensure_security_group(ec2, args.security_group_name or args.name, cidr)
+    group_id = access.admit(ec2, key_name, args.security_group_name or args.name, cidr, keys)
     instance_id = instances.run_instance(
         ec2, name=args.name, ami_id=ami_id, instance_type=args.instance_type, key_name=key_name,
         security_group_id=group_id, volume_size_gb=args.volume_size, user_data=args.user_data)
@@ -103,35 +102,35 @@ def stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _field_values(args: argparse.Namespace, instance: instances.Instance) -> dict[str, Callable[[], str]]:
-    settings, keys = _settings(args)
-    return {
-        "id": lambda: instance.id, "name": lambda: instance.name or "", "state": lambda: instance.state,
-        "public_ip": lambda: instance.public_ip or "", "private_ip": lambda: instance.private_ip or "",
-        "instance_type": lambda: instance.instance_type, "ami_id": lambda: instance.ami_id,
-        "key_name": lambda: instance.key_name or "",
-        "pem_file": lambda: str(keys.pem(instance.key_name)) if instance.key_name else "",
-        "security_groups": lambda: ",".join(instance.security_groups), "launch_time": lambda: instance.launch_time,
-        "ssh_command": lambda: ssh.endpoint(instance, settings, keys).ssh_command(),
-        "tunnel_command": lambda: ssh.endpoint(instance, settings, keys).tunnel_command(DASHBOARD_PORTS),
-    }
-
-
+SSH_FIELDS = ("ssh_command", "tunnel_command")
 INFO_FIELDS = ("id", "name", "state", "public_ip", "private_ip", "instance_type", "ami_id", "key_name",
-               "pem_file", "security_groups", "launch_time", "ssh_command", "tunnel_command")
+               "pem_file", "security_groups", "launch_time", *SSH_FIELDS)
+
+
+def _fields(args: argparse.Namespace, instance: instances.Instance, with_ssh: bool) -> dict[str, str]:
+    """INFO_FIELDS' values; the ssh ones need an address and the private key, so only on request."""
+    settings, keys = _settings(args)
+    values = {"id": instance.id, "name": instance.name or "", "state": instance.state,
+              "public_ip": instance.public_ip or "", "private_ip": instance.private_ip or "",
+              "instance_type": instance.instance_type, "ami_id": instance.ami_id, "key_name": instance.key_name or "",
+              "pem_file": str(keys.pem(instance.key_name)) if instance.key_name else "",
+              "security_groups": ",".join(instance.security_groups), "launch_time": instance.launch_time}
+    if with_ssh:
+        target = ssh.endpoint(instance, settings, keys)
+        values.update(ssh_command=target.ssh_command(), tunnel_command=target.tunnel_command(DASHBOARD_PORTS))
+    return values
 
 
 def info(args: argparse.Namespace) -> int:
     _, instance = _instance(args)
-    values = _field_values(args, instance)
     if args.field:
-        print(values[args.field]())
+        print(_fields(args, instance, with_ssh=args.field in SSH_FIELDS)[args.field])
         return 0
-    for field in INFO_FIELDS:
-        try:
-            print(f"{field}: {values[field]()}")
-        except UsageError:
-            continue  # ssh fields of a stopped instance (no address): nothing to show
+    try:
+        values = _fields(args, instance, with_ssh=True)
+    except UsageError:  # no address (stopped) or no private key here: no ssh fields to show
+        values = _fields(args, instance, with_ssh=False)
+    print("\n".join(f"{name}: {value}" for name, value in values.items()))
     return 0
 
 

@@ -65,8 +65,7 @@ def create_image(ec2: Any, request: ImageRequest, settings: ssh.SshSettings, key
         raise UsageError(f"an AMI named {request.name} already exists ({existing}): pass another --name "
                          "or deregister it first")
     base_ami_id = request.base_ami_id or find_base_ami(ec2)
-    access.ensure_key_pair(ec2, request.key_name, keys)
-    group_id = access.ensure_security_group(ec2, request.security_group_name, request.ssh_cidr)
+    group_id = access.admit(ec2, request.key_name, request.security_group_name, request.ssh_cidr, keys)
     builder_id = instances.run_instance(
         ec2, name=f"{request.name}-builder", ami_id=base_ami_id, instance_type=request.instance_type,
         key_name=request.key_name, security_group_id=group_id, volume_size_gb=request.volume_size_gb,

@@ -11,7 +11,7 @@ console = Console(stderr=True, highlight=False)
 
 
 def say(message: str) -> None:
-    console.print(message, markup=False)
+    console.print(message, markup=False, soft_wrap=True)  # no wrapping: printed commands must paste whole
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ DEFAULT_USER = "ubuntu"  # the login of Ubuntu AMIs, deep-learning ones included
 DEFAULT_TIMEOUT_S = 300.0  # a fresh instance takes a minute or two before sshd answers
 CONNECT_TIMEOUT_S = 10
 RETRY_DELAY_S = 2.0
-SSH_CONNECTION_FAILED = 255  # what ssh exits with when the connection, not the remote command, failed
 # Files that never leave this machine, whatever --exclude says: private keys and key folders.
 ALWAYS_EXCLUDED = ("*.pem", "keys/")
 DEFAULT_EXCLUDES = (".git/", "__pycache__/", ".venv/", "*.egg-info/", ".pytest_cache/", "map_cache/")
@@ -98,24 +97,32 @@ def endpoint(instance: Instance, settings: SshSettings, keys: KeyStore) -> Endpo
                     keys.known_hosts(instance.id), settings.timeout_s)
 
 
+def _probe(target: Endpoint) -> str | None:
+    """None when a command runs over SSH, else why not (ssh's last line of complaint)."""
+    probe = subprocess.run(target.ssh("true"), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if probe.returncode == 0:
+        return None
+    if "Host key verification failed" in probe.stderr or "REMOTE HOST IDENTIFICATION" in probe.stderr:
+        raise UsageError(f"the SSH host key of {target.instance_id} is not the one pinned in {target.known_hosts}: "
+                         "refusing to connect (delete that file only if the instance was rebuilt)")
+    return (probe.stderr.strip().splitlines() or [f"ssh exit status {probe.returncode}"])[-1]
+
+
 def wait_until_reachable(target: Endpoint) -> None:
-    """Retries until a command runs over SSH; a changed host key stops at once (never retried)."""
+    """Retries until a command runs over SSH (silently when it does at once); a changed host key
+    stops at once, it is never retried."""
+    why = _probe(target)
+    if why is None:
+        return
     deadline = time.monotonic() + target.timeout_s
     with step(f"waiting for SSH on {target.instance_id} ({target.destination})", target.timeout_s):
-        while True:
-            probe = subprocess.run(target.ssh("true"), capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if probe.returncode == 0:
-                return
-            why = (probe.stderr.strip().splitlines() or [f"ssh exit status {probe.returncode}"])[-1]
-            if "Host key verification failed" in probe.stderr or "REMOTE HOST IDENTIFICATION" in probe.stderr:
-                raise UsageError(f"the SSH host key of {target.instance_id} is not the one pinned in "
-                                 f"{target.known_hosts}: refusing to connect (delete that file only if the "
-                                 "instance was rebuilt)")
+        while why is not None:
             if time.monotonic() + RETRY_DELAY_S > deadline:
-                raise UsageError(f"cannot reach {target.instance_id} over SSH at {target.destination}"
-                                 f"{':' + str(target.port) if target.port else ''} within "
-                                 f"{target.timeout_s:.0f} s: {why}")
+                port = f":{target.port}" if target.port else ""
+                raise UsageError(f"cannot reach {target.instance_id} over SSH at {target.destination}{port} "
+                                 f"within {target.timeout_s:.0f} s: {why}")
             time.sleep(RETRY_DELAY_S)
+            why = _probe(target)
 
 
 def run(target: Endpoint, command: str, stdout: TextIO | None = None) -> int:

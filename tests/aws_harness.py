@@ -158,8 +158,9 @@ class LoginUser:
         os.chown(self.home, entry.pw_uid, entry.pw_gid)
 
     def pids(self) -> list[int]:
-        listing = subprocess.run(["ps", "-o", "pid=", "-u", str(self.uid)], capture_output=True, text=True)
-        return [int(pid) for pid in listing.stdout.split()]
+        """Its live processes (zombies are already dead: only their parent can clear them)."""
+        listing = subprocess.run(["ps", "-o", "pid=,stat=", "-u", str(self.uid)], capture_output=True, text=True)
+        return [int(pid) for pid, state in (line.split() for line in listing.stdout.splitlines()) if "Z" not in state]
 
     def kill_processes(self) -> None:
         """Ends what the tests started as this user on the 'instance' (detached runs, followers)."""

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -115,12 +116,13 @@ def test_run_aws_trains_to_completion_through_an_ssh_drop_and_stops_the_instance
         world: AwsWorld, built, training, tmp_path: Path) -> None:
     instance_id = world.launch("train", built[0])
     script, config = training
-    process = run_aws(world, tmp_path, "-i", instance_id, "-s", str(script), "-c", str(config), "-n", "tiny",
+    process = run_aws(world, tmp_path, "-i", instance_id, "-s", str(script), "-c", str(config), "-n", "tiny", "-o",
                       "--", "--iterations", "8")
     dropped = drop_ssh_of_follower(process)
     output = finish(process)
     assert process.returncode == 0, output
     assert dropped and "SSH connection lost" in output, output
+    assert ".run_aws/tiny_train.py .run_aws/tiny.yaml -d results -n tiny --overwrite --iterations 8" in output
     assert "training done" in output
     checkpoint = json.loads((tmp_path / "results" / "tiny" / "checkpoint.json").read_text())
     assert checkpoint == {"config": "lr: 0.001\n", "iterations": 8}
@@ -136,11 +138,29 @@ def drop_ssh_of_follower(process: subprocess.Popen, timeout_s: float = 60) -> bo
         for line in listing.stdout.splitlines():
             pid, args = line.strip().split(" ", 1)
             if args.startswith("ssh ") and "remote_run.sh follow" in args:
-                time.sleep(1.5)  # let a line or two through first
-                os.kill(int(pid), signal.SIGTERM)
+                time.sleep(0.5)  # let a line through first
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except ProcessLookupError:
+                    return False  # the run already ended: nothing left to drop
                 return True
         time.sleep(0.2)
     return False
+
+
+def read_until(process: subprocess.Popen, text: str, timeout_s: float = 60) -> str:
+    """The output of `process` up to the first line holding `text`, or a failure after `timeout_s`."""
+    lines, seen = [], threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if text in line:
+                seen.set()
+                return
+    threading.Thread(target=read, daemon=True).start()
+    assert seen.wait(timeout_s), "".join(lines)
+    return "".join(lines)
 
 
 def test_killing_run_aws_mid_run_still_stops_the_instance(world: AwsWorld, built, training, tmp_path: Path) -> None:
@@ -148,14 +168,12 @@ def test_killing_run_aws_mid_run_still_stops_the_instance(world: AwsWorld, built
     script, config = training
     process = run_aws(world, tmp_path, "-i", instance_id, "-s", str(script), "-c", str(config), "-n", "long",
                       "--", "--iterations", "100")
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "iteration 1" in line:
-            break
-    assert any("iteration 1" in line for line in lines), "".join(lines)
-    process.send_signal(signal.SIGTERM)
-    output = "".join(lines) + finish(process, timeout=60)
+    try:
+        started = read_until(process, "iteration 1")
+        process.send_signal(signal.SIGTERM)
+        output = started + finish(process, timeout=60)
+    finally:
+        stop_group(process)  # also when the run never got going
     assert process.returncode == 143, output
     assert f"stopping {instance_id}" in output
     assert world.moto.state(instance_id) == "stopped"

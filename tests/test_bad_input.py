@@ -267,8 +267,8 @@ def test_using_a_destroyed_actor_neither_aborts_the_client_nor_hurts_the_server(
         "bounding_box": lambda actor: actor.bounding_box,
         "destroy": lambda actor: actor.destroy(),
     }
-    # (no set_autopilot: it starts a traffic manager inside this client, whose thread aborts the
-    # process when an actor it is about to register is destroyed; see the xfail test below)
+    # (no set_autopilot: it involves a traffic manager; the box of a just-destroyed actor it may
+    # ask about is covered by test_bounding_box_of_a_just_destroyed_actor_is_still_answered)
     outcomes = {}
     for owner, actor in (("own", car), ("stale", stale)):
         for name, call in calls.items():
@@ -387,7 +387,7 @@ def error_message(response: list[Any]) -> str | None:
         return str(error)
     if isinstance(result, list) and len(result) == 1 and isinstance(result[0], list):
         tag, payload = result[0][0], result[0][1:]
-        if tag == 0 or tag is True:     # value error [0, [msg]] / void error [True, [msg]]
+        if (tag is True or (type(tag) is int and tag == 0)) and payload:   # value error [0, [msg]]; void [True, [msg]]
             return str(payload[0][0])
     return None
 
@@ -520,7 +520,6 @@ def test_destroyed_actor_ids_on_the_wire(server: ServerProcess) -> None:
             ("apply_control_to_vehicle", [actor_id, control], True),
             ("set_actor_transform", [actor_id, IDENTITY], True),
             ("set_actor_target_velocity", [actor_id, [1.0, 0.0, 0.0]], True),
-            ("get_actor_bounding_box", [actor_id], False),
             ("spawn_actor_with_parent", [[0, "sensor.other.collision", []], IDENTITY, actor_id, 0, ""], False),
         ]]
     finally:
@@ -530,11 +529,6 @@ def test_destroyed_actor_ids_on_the_wire(server: ServerProcess) -> None:
     assert_serving(server)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "service.py answers get_actor_bounding_box only for live actors (as CARLA does), and the client's "
-    "traffic manager thread asks it for vehicles it saw in a snapshot: when one is destroyed in between, "
-    "the error aborts the client process (std::terminate). Remove this marker once service.py answers "
-    "the box of recently destroyed actors."))
 def test_bounding_box_of_a_just_destroyed_actor_is_still_answered(server: ServerProcess) -> None:
     rpc = RawRpc(server)
     try:
@@ -649,22 +643,25 @@ def test_garbage_and_dropped_connections_on_the_streaming_port(server: ServerPro
     assert_serving(server)
 
 
+MAX_DRAINED_BYTES = 32 << 20     # far above kernel socket buffers, far below the backlog of 900 ticks
 STALLED_CLIENT = """
-import os, sys, carla
+import os, sys, time, carla
 client = carla.Client(os.environ["CARLA_TEST_HOST"], int(os.environ["CARLA_TEST_PORT"]))
 client.set_timeout(10.0)
 world = client.get_world()
 print(world.get_snapshot().frame, flush=True)
 target = int(sys.stdin.readline())          # read once resumed
-frame = 0
-for _ in range(50):
+frame, errors = 0, []
+deadline = time.monotonic() + 30.0   # first come the snapshots the kernel buffered before the drop
+while time.monotonic() < deadline:
     try:
         frame = world.wait_for_tick(1.0).frame
-    except RuntimeError:
+    except RuntimeError as error:
+        errors.append(str(error))
         continue
     if frame >= target:
         break
-print(frame, flush=True)
+print(frame, errors[-3:], flush=True)
 """
 
 
@@ -689,10 +686,13 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_a_real_client_recovers(s
         settings.fixed_delta_seconds = 0.05
         world.apply_settings(settings)
         bp = world.get_blueprint_library().find("vehicle.audi.tt")
-        batch = client.apply_batch_sync([carla.command.SpawnActor(bp, p) for p in world.get_map().get_spawn_points()], True)
+        SpawnActor, SetSimulatePhysics = carla.command.SpawnActor, carla.command.SetSimulatePhysics
+        batch = client.apply_batch_sync([   # three floors of parked cars: big snapshots, cheap ticks
+            SpawnActor(bp, carla.Transform(p.location + carla.Location(z=10.0 * floor), p.rotation)).then(
+                SetSimulatePhysics(carla.command.FutureActor, False))
+            for p in world.get_map().get_spawn_points() for floor in range(3)], True)
         ids = [r.actor_id for r in batch if not r.error]
-        start = time.time()
-        frames = [world.tick() for _ in range(2500)]   # ~45 kB snapshots: > 100 MB for a reader that stalls
+        frames = [world.tick() for _ in range(900)]   # ~135 kB snapshots: > 100 MB for a reader that stalls
         settings.synchronous_mode = False                # the world goes on ticking by itself
         settings.fixed_delta_seconds = None
         world.apply_settings(settings)
@@ -701,16 +701,16 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_a_real_client_recovers(s
         stalled.send_signal(signal.SIGCONT)
         stalled.stdin.write(f"{result['last'] + 3}\n")
         stalled.stdin.flush()
-        seen = int(stalled.communicate(timeout=60)[0].strip() or 0)
+        seen, errors = stalled.communicate(timeout=60)[0].strip().split(" ", 1)
         run_client(server, """
         client = connect()
         world = client.get_world()
         client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
         emit(len(world.get_actors().filter("vehicle.*")))
         """)
-        received, dropped = 0, False
-        try:
-            while received < 1 << 28:
+        received, dropped, deadline = 0, False, time.monotonic() + 10.0
+        try:   # what the kernel buffered before the drop, then the reset; or, unbounded, the backlog
+            while received < MAX_DRAINED_BYTES and time.monotonic() < deadline:
                 data = stuck.recv(1 << 20)
                 if not data:
                     dropped = True
@@ -724,6 +724,6 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_a_real_client_recovers(s
             stalled.send_signal(signal.SIGCONT)
             stalled.kill()
             stalled.wait()
-    assert result["cars"] > 300
-    assert dropped and received < 32 << 20, (dropped, received)
-    assert seen >= result["last"] + 3, "the resumed client saw no new snapshot"
+    assert result["cars"] > 900
+    assert dropped and received < MAX_DRAINED_BYTES, (dropped, received)
+    assert int(seen) >= result["last"] + 3, f"the resumed client saw no new snapshot: {errors}"

@@ -44,10 +44,12 @@ install_system_packages() {
         echo "all installed"
         return
     fi
-    local sudo=()
+    # A fresh instance is still booting: cloud-init and unattended upgrades hold apt's lock for a while.
+    if command -v cloud-init > /dev/null; then cloud-init status --wait > /dev/null || true; fi
+    local sudo=() apt=(apt-get -q -o DPkg::Lock::Timeout=600)
     ((EUID == 0)) || sudo=(sudo -n)
-    "${sudo[@]}" apt-get update -q
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    "${sudo[@]}" "${apt[@]}" update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
 }
 
 install_carla() {

@@ -7,6 +7,7 @@ that this server does not model are answered with an error that says so.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
@@ -27,6 +28,7 @@ from .world.world import World, WorldError
 CARLA_VERSION = "0.9.16"
 ALL_MAP_LAYERS = 0xFFFF
 STANDARD_GRAVITY_MPS2 = 9.81
+DESTROYED_ACTORS_REMEMBERED = 4096
 ROAD_HIT_RADIUS_M = 8.0   # how far from a lane centre sample a downward ray still hits the road
 ROADS_LABEL = 1           # carla.CityObjectLabel.Roads
 OPENDRIVE_WORLD_NAME = "OpenDriveMap"   # the name generate_opendrive_world loads
@@ -87,6 +89,7 @@ class CarlaService:
         self.traffic_manager = TrafficManagerService(lambda: self.world)   # serves every TM port asked for
         self.imu_gravity = STANDARD_GRAVITY_MPS2
         self.custom_towns: dict[str, Town] = {}
+        self._destroyed: OrderedDict[int, ActorInfo] = OrderedDict()   # recently destroyed, oldest first
         self._definitions = [self._definition(uid, bp) for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)]
 
     def bind(self, dispatcher: Dispatcher) -> None:
@@ -99,7 +102,7 @@ class CarlaService:
         def call(*args: Any) -> Any:
             try:
                 return func(*args)
-            except (WorldError, SettingsError, ValueError, TypeError, IndexError) as error:
+            except (WorldError, SettingsError, ValueError) as error:
                 raise RpcError(str(error)) from None
         return call
 
@@ -163,6 +166,7 @@ class CarlaService:
             raise RpcError(str(error.args[0])) from None
         settings = EpisodeSettings() if reset_settings else self.world.settings
         self.world = World(town, episode_id=self.world.episode_id + 1, settings=settings, seed=self.world.seed)
+        self._destroyed.clear()
         self.world.sensors.imu_gravity_mps2 = self.imu_gravity
         self.publish_snapshot()
 
@@ -288,6 +292,9 @@ class CarlaService:
     def destroy_actor(self, actor_id: int) -> bool:
         info = self.world.actor(actor_id)
         self.world.destroy(actor_id)
+        self._destroyed[actor_id] = info
+        while len(self._destroyed) > DESTROYED_ACTORS_REMEMBERED:
+            self._destroyed.popitem(last=False)
         if info.stream_id:
             self.streaming.close_stream(info.stream_id)
         return True
@@ -298,7 +305,12 @@ class CarlaService:
 
     @rpc()
     def get_actor_bounding_box(self, actor_id: int) -> list[Any]:
-        info = self.world.actor(actor_id)
+        """Also answered for recently destroyed actors: a client thread (traffic manager, lane
+        invasion) may ask about an actor it saw in the last snapshot, and an error there
+        aborts the whole client process."""
+        info = self.world.actors.get(actor_id) or self._destroyed.get(actor_id)
+        if info is None:
+            raise RpcError(f"actor {actor_id} not found (destroyed or never spawned)")
         return encoding.bounding_box(info.blueprint.box_center, info.blueprint.extent, actor_id)
 
     @rpc(void=True)

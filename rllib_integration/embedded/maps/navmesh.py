@@ -3,7 +3,7 @@
 CARLA's walker AI (controller.ai.walker, get_random_location_from_navigation) runs in the
 client on Detour and needs the town's navigation mesh, which the server sends as a file.
 Here it is built from the town's pedestrian areas (pedestrian_areas.py): the areas are cut
-along a square tile grid, triangulated without new vertices (so neighbours share exact
+into a grid of equal tiles (at most 200 m a side), triangulated without new vertices (so neighbours share exact
 edges), the triangles merged into convex polygons of at most six vertices (few polygons keep
 the client's 2,048-node path search and 256-polygon corridors long enough to cross a town),
 and written as Detour tiles (detour.py). Built meshes are cached on disk by the town's

@@ -91,7 +91,7 @@ class Dispatcher:
         except Exception as error:  # a bug or malformed arguments: answer, log, keep serving
             logger.exception("RPC %s failed", name)
             self._record(connection, name, args, f"internal error: {error!r}")
-            return self._error(f"{name}: {error}", method.void)
+            return self._error(f"{name}: malformed arguments or internal error: {error!r}", method.void)
         self._record(connection, name, args, "ok")
         if not self._wrap or method.raw:
             return None, value

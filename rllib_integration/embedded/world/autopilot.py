@@ -51,13 +51,13 @@ SPEED_RESPONSE_S = 0.5           # time constant of the speed loop
 HEADWAY_S = 1.0                  # time gap kept to a moving leader, on top of the distance setting
 STOP_LINE_MARGIN_M = 1.0         # front bumper stops this far before a stop line
 STANDSTILL_MPS = 0.1
+MIN_BRAKING_ROOM_M = 0.05        # braking "to stop within" less than this means braking as hard as allowed
 HOLD_TARGET_MPS = 0.05           # below this target and STANDSTILL speed: hold with the brake
 STOP_SIGN_NEAR_M = 3.0           # a full stop within this distance of the line satisfies a stop sign
 STEER_DISTANCE_MIN_M = 1.5       # lateral errors decay over max(this, speed * time) metres
 STEER_DISTANCE_TIME_S = 0.3
 STEER_NEWTON_STEPS = 3           # solving the bicycle's course equation for the curvature
 JUNCTION_REQUEST_MARGIN_M = 8.0  # ask to enter a junction this far beyond the comfortable stopping distance
-EXIT_MOVING_MPS = 2.0            # a leader moving faster than this will make room behind it
 LANE_CHANGE_MIN_M = 25.0         # length of a lane change: max(this, speed * time)
 LANE_CHANGE_TIME_S = 3.5
 LANE_CHANGE_COOLDOWN_S = 8.0
@@ -286,10 +286,10 @@ class Autopilot:
         dead_end = graph.succ_count[fleet.route[rows_n, last]] == 0
         route_end = ends[rows_n, last] - fleet.s - front - STOP_LINE_MARGIN_M
         stop_distance = np.minimum(stop_distance, np.where(dead_end, route_end, np.inf))
-        target = self._target_speed(graph, path, settings, speed, stop_distance, ahead)
+        target, accel = self._longitudinal(graph, path, settings, speed, stop_distance, ahead)
 
         kinematic = self._kinematic_mask(settings)
-        self._write_controls(settings, target, speed, yaw, lateral, path.yaw, dt, ~kinematic)
+        self._write_controls(settings, target, accel, speed, yaw, lateral, path.yaw, dt, ~kinematic)
         if kinematic.any():
             self._move_kinematically(graph, kinematic, target, speed, dt)
             return np.setdiff1d(physics_rows, rows[kinematic], assume_unique=True)
@@ -510,16 +510,22 @@ class Autopilot:
         """Starts the lane changes that are asked for and safe; returns whether any started."""
         fleet, now = self.fleet, self.world.elapsed_seconds
         fleet.shift_length[fleet.odometer - fleet.shift_start >= fleet.shift_length] = 0.0
-        direction = np.zeros(len(fleet), np.int64)
-        slow_leader = (fleet.auto_lane_change & (cruise > OVERTAKE_MIN_CRUISE_MPS)
-                       & (fleet.lead_gap < OVERTAKE_DISTANCE_M + speed)
-                       & (fleet.lead_speed < OVERTAKE_SPEED_RATIO * cruise))
-        direction[slow_leader] = 1
-        direction[fleet.draws[:, DRAW_RIGHT] * 100.0 < fleet.random_right_pct] = -1
-        direction[fleet.draws[:, DRAW_LEFT] * 100.0 < fleet.random_left_pct] = 1
-        forced = fleet.force_lane_change != 0
-        direction[forced] = fleet.force_lane_change[forced]
         segment = fleet.route[:, 0]
+        forced = fleet.force_lane_change != 0
+        slow_leader = (fleet.auto_lane_change & (fleet.lead_gap < OVERTAKE_DISTANCE_M + speed)
+                       & (fleet.lead_speed < OVERTAKE_SPEED_RATIO * cruise) & (cruise > OVERTAKE_MIN_CRUISE_MPS))
+        to_right = fleet.draws[:, DRAW_RIGHT] * 100.0 < fleet.random_right_pct
+        to_left = fleet.draws[:, DRAW_LEFT] * 100.0 < fleet.random_left_pct
+        wants = ((slow_leader | to_right | to_left | forced) & ((graph.left[segment] >= 0) | (graph.right[segment] >= 0))
+                 & ~inside & (fleet.shift_length == 0.0) & (speed > STANDSTILL_MPS)
+                 & ((now >= fleet.lane_change_after) | forced))
+        if not wants.any():
+            return False
+        direction = np.zeros(len(fleet), np.int64)
+        direction[slow_leader] = 1
+        direction[to_right] = -1
+        direction[to_left] = 1
+        direction[forced] = fleet.force_lane_change[forced]
         sample, _ = graph.sample_index(segment, fleet.s)
         marks = graph.lane_change[sample]
         allowed = np.where(direction > 0, marks & 2, marks & 1) > 0
@@ -529,9 +535,7 @@ class Autopilot:
         allowed |= retry
         target = np.where(direction > 0, graph.left[segment], graph.right[segment])
         change_length = np.maximum(LANE_CHANGE_MIN_M, speed * LANE_CHANGE_TIME_S)
-        candidate = ((direction != 0) & (target >= 0) & (allowed | forced) & ~inside
-                     & (fleet.shift_length == 0.0) & (speed > STANDSTILL_MPS)
-                     & ((now >= fleet.lane_change_after) | forced)
+        candidate = (wants & (target >= 0) & (allowed | forced)
                      & (entry_distance > change_length + LANE_CHANGE_JUNCTION_CLEARANCE_M)
                      & (graph.length[np.maximum(target, 0)] - fleet.s > change_length))
         if not candidate.any():
@@ -610,9 +614,14 @@ class Autopilot:
 
         request_distance = speed * speed / (2.0 * COMFORT_DECEL_MPS2) + JUNCTION_REQUEST_MARGIN_M
         requesting = has_entry & ~inside & ~held & ~light_stop & ~sign_stop & (line < request_distance)
+        fleet.waiting_since[~requesting] = np.inf
+        fleet.waiting_since[requesting] = np.minimum(fleet.waiting_since[requesting], self.world.elapsed_seconds)
         if requesting.any():
+            # Don't block the box: enter only if the car fits behind the obstacle ahead past the
+            # junction, even should that obstacle brake to a stop from now on.
             room_after = entry_distance + graph.length[path] + length + settings["distance"] - front
-            exit_free = (ahead.gap >= room_after) | (ahead.speed > EXIT_MOVING_MPS)
+            leader_stops_at = ahead.gap + np.maximum(ahead.speed, 0.0) ** 2 / (2.0 * COMFORT_DECEL_MPS2)
+            exit_free = leader_stops_at >= room_after
             candidates = np.flatnonzero(requesting & exit_free)
             granted = self._grant(graph, candidates, path[candidates], line[candidates], bodies)
             fleet.reserved[candidates[granted]] = path[candidates[granted]]
@@ -622,7 +631,8 @@ class Autopilot:
     def _grant(self, graph: LaneGraph, candidates: np.ndarray, paths: np.ndarray, line: np.ndarray,
                bodies: obstacles.Bodies) -> np.ndarray:
         """Reservations: a path is granted when no held or occupied path conflicts with it and
-        no conflicting request is nearer its line (ties: lower actor id first)."""
+        no conflicting request is older (first come, first served; then nearer the line, then
+        lower actor id), so no approach starves."""
         if len(candidates) == 0:
             return np.zeros(0, bool)
         occupied = self._occupied_paths(graph, bodies)
@@ -630,7 +640,7 @@ class Autopilot:
         blocked = np.zeros(len(candidates), bool)
         if len(occupied):
             blocked |= graph.conflict[np.ix_(requested, graph.junction_index[occupied])].any(axis=1)
-        order = np.lexsort((self.fleet.id[candidates], line))
+        order = np.lexsort((self.fleet.id[candidates], line, self.fleet.waiting_since[candidates]))
         rank = np.empty(len(candidates), np.int64)
         rank[order] = np.arange(len(candidates))
         mutual = graph.conflict[np.ix_(requested, requested)] & (rank[None, :] < rank[:, None])
@@ -655,26 +665,36 @@ class Autopilot:
 
     # --- speed and controls ---------------------------------------------------------------------
 
-    def _target_speed(self, graph: LaneGraph, path: route_geometry.RouteSamples, settings: dict[str, np.ndarray],
-                      speed: np.ndarray, stop_distance: np.ndarray, ahead: obstacles.Obstacles) -> np.ndarray:
-        """Highest speed from which every limit, curve, stop line and leader ahead can still be
-        met at the comfortable deceleration."""
+    def _longitudinal(self, graph: LaneGraph, path: route_geometry.RouteSamples, settings: dict[str, np.ndarray],
+                      speed: np.ndarray, stop_distance: np.ndarray,
+                      ahead: obstacles.Obstacles) -> tuple[np.ndarray, np.ndarray]:
+        """Target speed and acceleration. The target is the highest speed from which every limit,
+        curve, stop line and leader ahead can still be met at the comfortable deceleration; once a
+        stop line or a leader binds, the car brakes at the constant deceleration that meets it
+        exactly (a speed loop alone would lag behind the braking profile and overshoot)."""
         point_speed = np.minimum(self._cruise(graph.speed_limit[path.segment], settings),
                                  np.sqrt(LATERAL_ACCEL_MPS2 / np.maximum(np.abs(path.curvature), 1e-6)))
         reachable = np.sqrt(point_speed ** 2 + 2.0 * COMFORT_DECEL_MPS2 * PATH_DISTANCES_M[None, :]).min(axis=1)
         stop = np.sqrt(2.0 * COMFORT_DECEL_MPS2 * np.clip(stop_distance, 0.0, 1e6))
         b_t = COMFORT_DECEL_MPS2 * HEADWAY_S
-        room = np.maximum(ahead.gap - settings["distance"], 0.0)
-        follow = -b_t + np.sqrt(b_t * b_t + np.maximum(ahead.speed, 0.0) ** 2 + 2.0 * COMFORT_DECEL_MPS2 * room)
-        return np.minimum.reduce([reachable, stop, follow])
+        leader_speed = np.maximum(ahead.speed, 0.0)
+        room = ahead.gap - settings["distance"]
+        follow = -b_t + np.sqrt(b_t * b_t + leader_speed ** 2 + 2.0 * COMFORT_DECEL_MPS2 * np.maximum(room, 0.0))
+        target = np.minimum.reduce([reachable, stop, follow])
+        accel = (target - speed) / SPEED_RESPONSE_S
+        brake_for_line = speed * speed / (-2.0 * np.maximum(stop_distance, MIN_BRAKING_ROOM_M))
+        accel = np.where(speed >= stop, np.minimum(accel, brake_for_line), accel)
+        follow_room = np.maximum(room - HEADWAY_S * leader_speed, MIN_BRAKING_ROOM_M)
+        brake_for_leader = (leader_speed ** 2 - speed * speed) / (2.0 * follow_room)
+        accel = np.where(speed >= follow, np.minimum(accel, brake_for_leader), accel)
+        return target, np.clip(accel, -MAX_DECEL_MPS2, COMFORT_ACCEL_MPS2)
 
-    def _write_controls(self, settings: dict[str, np.ndarray], target: np.ndarray, speed: np.ndarray,
-                        yaw: np.ndarray, lateral: np.ndarray, path_yaw: np.ndarray, dt: float,
+    def _write_controls(self, settings: dict[str, np.ndarray], target: np.ndarray, accel: np.ndarray,
+                        speed: np.ndarray, yaw: np.ndarray, lateral: np.ndarray, path_yaw: np.ndarray, dt: float,
                         mask: np.ndarray) -> None:
         """Throttle and brake from the inverse force model, steer from the inverse bicycle."""
         fleet, table = self.fleet, self.world.table
         rows = fleet.row
-        accel = np.clip((target - speed) / SPEED_RESPONSE_S, -MAX_DECEL_MPS2, COMFORT_ACCEL_MPS2)
         drag, rolling = table.drag_per_mass[rows], table.rolling_accel[rows]
         peak, top = table.max_accel[rows], table.top_speed[rows]
         forward = np.maximum(speed, 0.0)

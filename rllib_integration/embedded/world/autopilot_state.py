@@ -46,6 +46,7 @@ FIELDS: dict[str, tuple[type, object, tuple[int, ...]]] = {
     "s": (np.float64, 0.0, ()),                  # arc length along route slot 0
     "previous": (np.int64, -1, ()),              # segment left last (its rear may still be there)
     "reserved": (np.int64, -1, ()),              # junction path granted, not yet entered
+    "waiting_since": (np.float64, np.inf, ()),   # simulation time it started asking to enter a junction
     "odometer": (np.float64, 0.0, ()),
     "stop_done": (np.bool_, False, ()),          # stopped at the coming stop sign
     "draws": (np.float64, 1.0, (RANDOM_DRAWS,)),

@@ -79,7 +79,11 @@ def nearest(corridor: Corridor, bodies: Bodies, ignore_vehicles: np.ndarray, ign
     if count == 0 or len(bodies.rows) < 2:
         return Obstacles(gap, speed, which)
     vehicle, other = pairs_within(corridor.xy[:, 0], bodies.xy, corridor.reach)
-    keep = other != corridor.body[vehicle]
+    heading = corridor.yaw[vehicle, 0]
+    relative = bodies.xy[other] - corridor.xy[vehicle, 0]
+    # bodies behind the car's centre cannot be ahead on its route (short of a U-turn within reach)
+    keep = (other != corridor.body[vehicle]) & (relative[:, 0] * np.cos(heading) + relative[:, 1] * np.sin(heading)
+                                               > -bodies.half[other].max(axis=1))
     keep &= ~np.where(bodies.walker[other], ignore_walkers[vehicle], ignore_vehicles[vehicle])
     if len(ignored_pairs):
         keys = corridor.body[vehicle] * len(bodies.rows) + other
@@ -88,7 +92,8 @@ def nearest(corridor: Corridor, bodies: Bodies, ignore_vehicles: np.ndarray, ign
     if len(vehicle) == 0:
         return Obstacles(gap, speed, which)
 
-    offset = bodies.xy[other][:, None, :] - corridor.xy[vehicle]
+    points = int(np.searchsorted(corridor.distance[0], corridor.reach.max(), side="right")) + 1
+    offset = bodies.xy[other][:, None, :] - corridor.xy[vehicle, :points]
     point = np.argmin(np.einsum("npk,npk->np", offset, offset), axis=1)
     pair = np.arange(len(vehicle))
     yaw = corridor.yaw[vehicle, point]

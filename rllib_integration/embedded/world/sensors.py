@@ -25,6 +25,7 @@ import numpy as np
 from ..protocol import encoding
 from . import geometry
 from .actors import ActorInfo, ActorKind, ActorTable
+from .blueprints import AttributeType
 
 if TYPE_CHECKING:
     from .world import World
@@ -116,7 +117,7 @@ class _Group:
 def _number(info: ActorInfo, attr_id: str) -> float:
     """A numeric or Bool attribute as spawned (absent: 0)."""
     attr_type, text = info.attributes.get(attr_id, (3, "0"))
-    if attr_type == 1:
+    if attr_type == AttributeType.Bool:
         return 1.0 if text == "true" else 0.0
     return float(text)
 

@@ -35,6 +35,7 @@ STAGES = len(STAGE_COLORS)
 # trigger box spans 1.5-4.5 m before the line, plus half a car length.
 TRIGGER_REACH_M = 7.0
 MS_TO_KMH = 3.6
+BLOCK_OFFSET = encoding.ACTOR_RECORD.fields["vehicle"][1]   # type-dependent block within an actor record
 LIGHT_HEAD_OFFSET_M = (0.0, 0.0, 4.4)     # light head centre above the actor origin, for get_light_boxes
 LIGHT_HEAD_EXTENT_M = (0.25, 0.25, 0.6)
 
@@ -241,7 +242,9 @@ class TrafficLights:
             blocks["state"][:lights] = self.state
             rows = np.concatenate([self.light_rows, self.stop_rows])
             position, present = _positions(live, rows)
-            block[position[present]] = blocks[present].view(encoding.VEHICLE_DATA)
+            # raw bytes: the record's vehicle-shaped block has no fields over the light's last 24 bytes
+            raw = records.view(np.uint8).reshape(len(records), encoding.ACTOR_RECORD.itemsize)
+            raw[position[present], BLOCK_OFFSET:] = blocks[present].view(np.uint8).reshape(-1, encoding.ACTOR_DATA_BYTES)
         if len(self._vehicle_rows):
             position, present = _positions(live, self._vehicle_rows)
             present &= self.world.table.kind[self._vehicle_rows] == ActorKind.VEHICLE

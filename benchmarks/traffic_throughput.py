@@ -1,0 +1,232 @@
+"""Throughput of the embedded server as Traffic Manager: a generate-traffic workload and the
+tick cost against the number of autopilot cars.
+
+Why: with the server as the Traffic Manager, a client running background traffic sends one
+RPC per tick (tick_cue); all driving happens in the server's tick. This script measures
+ 1. ticks/s of the official client ticking a synchronous world (0.05 s steps) with N cars
+    on the server's autopilot (goal: >= 600 ticks/s with 50 cars on a 2-core machine);
+ 2. the cost of one tick against the car count, split into simulation (World.tick, with the
+    autopilot's share), encoding (World.snapshot) and the rest of the round trip (RPC, streaming,
+    the client), which is the end-to-end time minus the first two.
+Simulation and encoding are timed in this process on the same code the server runs; the
+end-to-end time comes from a real server and the official client in subprocesses.
+
+Usage:  .venv/bin/python benchmarks/traffic_throughput.py [--cars 50] [--ticks 2000]
+        [--repeats 3] [--counts 10,25,50,100,200,400] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))   # run from a checkout without installing
+
+FIXED_DELTA_S = 0.05
+TM_PORT = 8000
+GOAL_TICKS_PER_S = 600.0
+BLUEPRINTS = ("vehicle.tesla.model3", "vehicle.audi.tt", "vehicle.lincoln.mkz_2017", "vehicle.nissan.patrol")
+READY_PATTERN = re.compile(r"rpc (\S+):(\d+) streaming (\d+) town (\S+)")
+SERVER_START_TIMEOUT_S = 120.0
+CLIENT_TIMEOUT_S = 900.0
+RESULT_PREFIX = "RESULT "
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cars", type=int, default=50, help="autopilot cars of the traffic workload (default 50)")
+    parser.add_argument("--ticks", type=int, default=2000, help="timed ticks of the traffic workload (default 2000)")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed ticks first (default 200)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the traffic workload (default 3)")
+    parser.add_argument("--town", default="Town01", help="town of the traffic workload (default Town01)")
+    parser.add_argument("--counts", default="10,25,50,100,200,400", help="car counts of the cost split")
+    parser.add_argument("--scale-town", default="GridCity", help="town of the cost split (room for 400 cars)")
+    parser.add_argument("--scale-ticks", type=int, default=400, help="timed ticks per car count (default 400)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)   # internal: client subprocess
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+# --- client subprocess: the generate-traffic loop ---------------------------------------------------
+
+
+def client_traffic(port: int, cars: int, ticks: int, warmup: int) -> dict[str, Any]:
+    import carla
+
+    client = carla.Client("127.0.0.1", port)
+    client.set_timeout(60.0)
+    world = client.get_world()
+    settings = world.get_settings()
+    settings.synchronous_mode = True
+    settings.fixed_delta_seconds = FIXED_DELTA_S
+    world.apply_settings(settings)
+    traffic_manager = client.get_trafficmanager(TM_PORT)
+    traffic_manager.set_synchronous_mode(True)
+    library = world.get_blueprint_library()
+    points = world.get_map().get_spawn_points()
+    spawn = [carla.command.SpawnActor(library.find(BLUEPRINTS[i % len(BLUEPRINTS)]), points[i])
+             .then(carla.command.SetAutopilot(carla.command.FutureActor, True, TM_PORT))
+             for i in range(min(cars, len(points)))]
+    spawned = [r.actor_id for r in client.apply_batch_sync(spawn, True) if not r.error]
+    for _ in range(warmup):
+        world.tick()
+    start = time.perf_counter()
+    for _ in range(ticks):
+        world.tick()
+    elapsed = time.perf_counter() - start
+    moving = sum(1 for actor in world.get_actors(spawned) if actor.get_velocity().length() > 0.5)
+    return {"cars": len(spawned), "ticks": ticks, "seconds": elapsed, "ticks_per_s": ticks / elapsed,
+            "moving_at_end": moving}
+
+
+# --- server and client processes -------------------------------------------------------------------
+
+
+def start_server(town: str) -> tuple[subprocess.Popen, int]:
+    command = [sys.executable, "-m", "rllib_integration.embedded", "-carla-rpc-port=0", "-carla-streaming-port=0",
+               f"--town={town}"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    line = ""
+    while time.monotonic() < deadline and not line:
+        line = process.stdout.readline()
+    match = READY_PATTERN.search(line)
+    if not match:
+        stop(process)
+        raise RuntimeError(f"embedded server did not start: {line!r}")
+    return process, int(match.group(2))
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def measure_traffic(town: str, cars: int, ticks: int, warmup: int) -> dict[str, Any]:
+    """A fresh server and one client running the traffic loop."""
+    server, port = start_server(town)
+    try:
+        command = [sys.executable, str(Path(__file__).resolve()), "--client", "--port", str(port),
+                   "--cars", str(cars), "--ticks", str(ticks), "--warmup", str(warmup)]
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
+        lines = [line[len(RESULT_PREFIX):] for line in result.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+        if result.returncode != 0 or not lines:
+            raise RuntimeError(f"traffic client failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return json.loads(lines[-1])
+    finally:
+        stop(server)
+
+
+# --- in-process split: simulation and encoding -----------------------------------------------------
+
+
+def measure_server_side(town_name: str, cars: int, ticks: int, warmup: int) -> dict[str, float]:
+    """Seconds per tick of World.tick (and of its autopilot step) and of World.snapshot."""
+    from rllib_integration.embedded.maps.town import load_town
+    from rllib_integration.embedded.maps.towns import find_town
+    from rllib_integration.embedded.world.settings import EpisodeSettings
+    from rllib_integration.embedded.world.world import World
+
+    town = load_town(find_town(town_name))
+    world = World(town, settings=EpisodeSettings(synchronous_mode=True, fixed_delta_seconds=FIXED_DELTA_S))
+    ids = [world.spawn(BLUEPRINTS[i % len(BLUEPRINTS)], [], town.spawn_points[i]).id
+           for i in range(min(cars, len(town.spawn_points)))]
+    world.autopilot.register(ids, TM_PORT)
+    for _ in range(warmup):
+        world.tick()
+        world.snapshot()
+    autopilot_seconds = 0.0
+    step = world.autopilot.step
+
+    def timed_step(*args: Any) -> Any:
+        nonlocal autopilot_seconds
+        begin = time.perf_counter()
+        result = step(*args)
+        autopilot_seconds += time.perf_counter() - begin
+        return result
+
+    world.autopilot.step = timed_step
+    tick_seconds = snapshot_seconds = 0.0
+    for _ in range(ticks):
+        begin = time.perf_counter()
+        world.tick()
+        middle = time.perf_counter()
+        world.snapshot()
+        tick_seconds += middle - begin
+        snapshot_seconds += time.perf_counter() - middle
+    return {"simulation_s": tick_seconds / ticks, "autopilot_s": autopilot_seconds / ticks,
+            "encoding_s": snapshot_seconds / ticks, "cars": len(ids)}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    runs = []
+    for repeat in range(args.repeats):
+        result = measure_traffic(args.town, args.cars, args.ticks, args.warmup)
+        runs.append(result)
+        print(f"traffic run {repeat + 1}/{args.repeats}: {result['ticks_per_s']:.0f} ticks/s "
+              f"({result['cars']} cars, {result['moving_at_end']} moving at the end)", file=sys.stderr, flush=True)
+    median = statistics.median(r["ticks_per_s"] for r in runs)
+    split = []
+    for count in (int(c) for c in args.counts.split(",")):
+        server_side = measure_server_side(args.scale_town, count, args.scale_ticks, args.warmup)
+        end_to_end = measure_traffic(args.scale_town, count, args.scale_ticks, args.warmup)
+        total = 1.0 / end_to_end["ticks_per_s"]
+        row = {"cars": server_side["cars"], "end_to_end_ms": 1e3 * total,
+               "simulation_ms": 1e3 * server_side["simulation_s"], "autopilot_ms": 1e3 * server_side["autopilot_s"],
+               "encoding_ms": 1e3 * server_side["encoding_s"],
+               "rpc_and_client_ms": 1e3 * max(total - server_side["simulation_s"] - server_side["encoding_s"], 0.0)}
+        split.append(row)
+        print(f"{count} cars: {row['end_to_end_ms']:.2f} ms/tick", file=sys.stderr, flush=True)
+    return {"machine": {"cpus": os.cpu_count()}, "town": args.town, "cars": args.cars, "ticks": args.ticks,
+            "ticks_per_s": [r["ticks_per_s"] for r in runs], "median_ticks_per_s": median,
+            "goal_ticks_per_s": GOAL_TICKS_PER_S, "pass": median >= GOAL_TICKS_PER_S,
+            "scale_town": args.scale_town, "cost_split": split}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"\nGenerate-traffic workload: {report['cars']} server-side autopilot cars on {report['town']}, synchronous, "
+          f"dt {FIXED_DELTA_S} s, {report['ticks']} timed ticks, {report['machine']['cpus']} CPUs")
+    print(f"  ticks/s: median {report['median_ticks_per_s']:.0f} (runs "
+          f"{', '.join(f'{v:.0f}' for v in report['ticks_per_s'])}); goal >= {GOAL_TICKS_PER_S:.0f}: "
+          f"{'PASS' if report['pass'] else 'FAIL'}")
+    print(f"\nTick cost against autopilot cars ({report['scale_town']}), ms per tick:")
+    print(f"  {'cars':>5} {'total':>7} {'simulation':>11} {'(autopilot)':>12} {'encoding':>9} {'rpc+client':>11}")
+    for row in report["cost_split"]:
+        print(f"  {row['cars']:5d} {row['end_to_end_ms']:7.2f} {row['simulation_ms']:11.2f} {row['autopilot_ms']:12.2f} "
+              f"{row['encoding_ms']:9.2f} {row['rpc_and_client_ms']:11.2f}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.client:
+        print(RESULT_PREFIX + json.dumps(client_traffic(args.port, args.cars, args.ticks, args.warmup)), flush=True)
+        return
+    os.environ.setdefault("CARLA_MAPS_PATH", str(REPO_ROOT.parent / "shared" / "carla-maps"))
+    report = run(args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""CarlaCore against real server processes: world set-up, hero, sensors, NPCs, failures, relaunch."""
+from __future__ import annotations
+
+from core_harness import alive, group_members, launches, make_carla_root, run_script
+
+CORE_PRELUDE = """
+from rllib_integration.carla_core import CarlaCore
+from rllib_integration.base_experiment import BASE_EXPERIMENT_CONFIG
+from rllib_integration.helper import join_dicts
+import carla
+def experiment(**overrides):
+    return join_dicts(BASE_EXPERIMENT_CONFIG, join_dicts({"town": "Town01"}, overrides))
+def as_text(t):
+    return f"{t.location.x},{t.location.y},{t.location.z},{t.rotation.roll},{t.rotation.pitch},{t.rotation.yaw}"
+"""
+
+
+def test_world_hero_sensors_and_spectator_follow_the_config(tmp_path):
+    result = run_script(tmp_path, CORE_PRELUDE, """
+    core = CarlaCore({"timestep": 0.1, "timeout": 5.0})
+    core.setup_experiment(experiment(weather="HardRainSunset"))
+    points = core.map.get_spawn_points()
+    chosen = [as_text(points[5]), as_text(points[17])]
+    sensors = {"collision": {"type": "sensor.other.collision"},
+               "lanes": {"type": "sensor.other.lane_invasion", "transform": "0,0,0"}}
+    hero_config = {"blueprint": "vehicle.tesla.model3", "sensors": sensors, "spawn_points": chosen}
+    core.reset_hero(hero_config)
+    first_hero = core.hero.id
+    settings = core.world.get_settings()
+    weather = core.world.get_weather()
+    start = core.hero.get_location()
+    distances = [min(start.distance(points[i].location) for i in (5, 17))]
+    lane_events, frames, shapes = [], [], set()
+    for step in range(80):
+        data = core.tick(carla.VehicleControl(throttle=0.6, steer=0.15 if step > 10 else 0.0))
+        frames.append(core.world.get_snapshot().frame)
+        shapes.update((name, type(item).__name__, len(item)) for name, item in data.items())
+        if "lanes" in data:
+            lane_events.append([data["lanes"][0], data["lanes"][1]["crossed_lane_markings"]])
+    spectator = core.world.get_spectator().get_location().distance(core.hero.get_location())
+    core.reset_hero(hero_config)
+    heroes = [a.id for a in core.world.get_actors().filter("vehicle.*")]
+    sensors_alive = len(core.world.get_actors().filter("sensor.*"))
+    distances.append(min(core.hero.get_location().distance(points[i].location) for i in (5, 17)))
+    emit({"map": core.map.name, "sync": settings.synchronous_mode, "dt": settings.fixed_delta_seconds,
+          "precipitation": weather.precipitation, "expected": carla.WeatherParameters.HardRainSunset.precipitation,
+          "role": core.hero.attributes["role_name"], "type": core.hero.type_id, "distances": distances,
+          "lane_events": lane_events, "frames": frames, "shapes": sorted(shapes), "spectator": spectator,
+          "heroes": heroes, "first_hero": first_hero, "sensors": sensors_alive,
+          "pid": core._launcher.process.pid})
+    core.close()
+    """)
+    out = result.last
+    assert out["map"].endswith("Town01"), result.describe()
+    assert out["sync"] is True and abs(out["dt"] - 0.1) < 1e-9
+    assert out["precipitation"] == out["expected"]
+    assert out["role"] == "hero" and out["type"] == "vehicle.tesla.model3"
+    assert max(out["distances"]) < 0.5
+    assert out["frames"] == list(range(out["frames"][0], out["frames"][0] + 80))
+    assert out["lane_events"], "turning across the lane reported no lane invasion"
+    assert all(frame in out["frames"] and markings for frame, markings in out["lane_events"])
+    assert {name for name, _, _ in out["shapes"]} <= {"collision", "lanes"}
+    assert all(kind == "tuple" and size == 2 for _, kind, size in out["shapes"])
+    assert out["spectator"] < 12.0
+    assert len(out["heroes"]) == 1 and out["heroes"][0] != out["first_hero"]
+    assert out["sensors"] == 2
+    assert not alive(out["pid"])
+
+
+def test_hero_skips_an_occupied_spawn_point(tmp_path):
+    result = run_script(tmp_path, CORE_PRELUDE, """
+    core = CarlaCore({"timeout": 5.0})
+    core.setup_experiment(experiment())
+    points = core.map.get_spawn_points()
+    blocker = core.world.spawn_actor(core.world.get_blueprint_library().find("vehicle.audi.tt"), points[3])
+    config = {"blueprint": "vehicle.lincoln.mkz_2017", "sensors": {}, "spawn_points": [as_text(points[3]), as_text(points[9])]}
+    distances = []
+    for episode in range(6):
+        core.reset_hero(config)
+        distances.append(core.hero.get_location().distance(points[9].location))
+    emit(distances)
+    core.close()
+    """)
+    assert max(result.last) < 0.5, result.describe()
+
+
+def test_background_vehicles_drive_and_walkers_spawn_or_say_why_not(tmp_path):
+    result = run_script(tmp_path, CORE_PRELUDE, """
+    logging.basicConfig(level=logging.WARNING)
+    core = CarlaCore({"timeout": 5.0})
+    core.setup_experiment(experiment(background_activity={"n_vehicles": 12, "n_walkers": 6, "seed": 4}))
+    core.reset_hero({"blueprint": "vehicle.lincoln.mkz_2017", "sensors": {}, "spawn_points": []})
+    npcs = [a for a in core.world.get_actors().filter("vehicle.*") if a.attributes["role_name"] == "autopilot"]
+    start = {a.id: a.get_location() for a in npcs}
+    for _ in range(60):
+        core.tick(None)
+    moved = sum(a.get_location().distance(start[a.id]) > 2.0 for a in npcs)
+    walkers = len(core.world.get_actors().filter("walker.pedestrian.*"))
+    emit({"vehicles": len(npcs), "moved": moved, "walkers": walkers, "tm": core.traffic_manager.get_port() == core.tm_port})
+    core.close()
+    """)
+    out = result.last
+    assert out["vehicles"] == 12 and out["tm"], result.describe()
+    assert out["moved"] >= 6
+    assert out["walkers"] == 6 or "no walkers spawned, the town has no walker navigation mesh" in result.stderr
+
+
+def test_bad_settings_are_reported_with_the_setting_and_the_fix(tmp_path):
+    result = run_script(tmp_path, CORE_PRELUDE, """
+    from rllib_integration.errors import ConfigError
+    errors = {}
+    def attempt(name, action):
+        try:
+            action()
+            errors[name] = None
+        except Exception as error:
+            errors[name] = f"{type(error).__name__}: {error}"
+    attempt("unknown key", lambda: CarlaCore({"time_out": 3}))
+    attempt("attach", lambda: CarlaCore({"attach": "localhost:1", "timeout": 0.5, "retries_on_error": 0}))
+    core = CarlaCore({"timeout": 5.0})
+    hero = {"blueprint": "vehicle.lincoln.mkz_2017", "sensors": {}, "spawn_points": []}
+    attempt("town", lambda: core.setup_experiment(experiment(town="Town05_Opt")))
+    attempt("weather", lambda: core.setup_experiment(experiment(weather="Sunny")))
+    core.setup_experiment(experiment())
+    attempt("spawn point", lambda: core.reset_hero(dict(hero, spawn_points=["1,2"])))
+    attempt("blueprint", lambda: core.reset_hero(dict(hero, blueprint="vehicle.batmobile")))
+    attempt("sensor type", lambda: core.reset_hero(dict(hero, sensors={"eye": {"type": "sensor.camera.fisheye"}})))
+    attempt("sensor attribute", lambda: core.reset_hero(dict(hero, sensors={"c": {"type": "sensor.other.collision", "range": 3}})))
+    attempt("camera", lambda: core.reset_hero(dict(hero, sensors={"front": {"type": "sensor.camera.rgb"}})))
+    core.reset_hero(hero)
+    emit({"errors": errors, "ticks": len([core.tick(None) for _ in range(3)]), "pid": core._launcher.process.pid})
+    core.close()
+    """)
+    out = result.last
+    errors = out["errors"]
+    assert "ConfigError: unknown 'carla' setting(s) time_out; known: host, timeout" in errors["unknown key"], result.describe()
+    assert "ServerStartError" in errors["attach"] and "('attach' in the 'carla' config)" in errors["attach"]
+    assert "town 'Town05_Opt' (experiment setting 'town') is not available" in errors["town"]
+    assert "available: GridCity, HighwayLoop, Town01" in errors["town"]
+    assert "weather 'Sunny' is not a carla.WeatherParameters preset" in errors["weather"]
+    assert "ClearNoon" in errors["weather"]
+    assert "hero.spawn_points[0]: '1,2' is not a transform; write x,y,z[,roll,pitch,yaw]" in errors["spawn point"]
+    assert "hero.blueprint 'vehicle.batmobile' is not a vehicle" in errors["blueprint"]
+    assert "hero.sensors.eye: unknown sensor type 'sensor.camera.fisheye'" in errors["sensor type"]
+    assert "sensor.birdview" in errors["sensor type"]
+    assert "sensor.other.collision has no attribute 'range'" in errors["sensor attribute"]
+    assert "hero.sensors.front: the simulator refused sensor.camera.rgb" in errors["camera"]
+    assert "use backend 'carla'" in errors["camera"]
+    assert out["ticks"] == 3
+    assert not alive(out["pid"])
+
+
+KILL_MID_EPISODE = """
+from rllib_integration.carla_env import CarlaEnv
+env = CarlaEnv({{"experiment": {{"type": "rllib_integration.cruise_experiment.CruiseExperiment", "town": "Town01",
+                               "others": {{"max_time_episode": 2.0}}}},
+                "carla": {{"backend": "carla", "carla_root": {root!r}, "timeout": {timeout}, "retries_on_error": 2}}}})
+env.reset(seed=3)
+pids, interruptions, episodes, steps = [env.core._launcher.process.pid], [], 0, 0
+for step in range(120):
+    if step == 30:
+        os.killpg(pids[0], signal.{signal})
+    observation, reward, terminated, truncated, info = env.step(np.array([0.3, 0.0], np.float32))
+    steps += 1
+    if "episode_interrupted" in info:
+        interruptions.append([step, info["episode_interrupted"], bool(truncated), bool(terminated)])
+    if terminated or truncated:
+        episodes += 1
+        env.reset()
+pids.append(env.core._launcher.process.pid)
+emit({{"pids": pids, "interruptions": interruptions, "episodes": episodes, "steps": steps}})
+env.close()
+"""
+
+
+def test_a_killed_real_backend_server_is_relaunched_and_stepping_goes_on(tmp_path):
+    root = make_carla_root(tmp_path)
+    result = run_script(tmp_path, KILL_MID_EPISODE.format(root=str(root), timeout=5.0, signal="SIGKILL"))
+    out = result.last
+    assert len(out["interruptions"]) == 1, result.describe()
+    step, message, truncated, terminated = out["interruptions"][0]
+    assert step == 30 and truncated and not terminated
+    assert "was killed by SIGKILL" in message and "relaunched" in message
+    assert out["steps"] == 120 and out["episodes"] >= 3
+    assert [record["pid"] for record in launches(root)] == out["pids"]
+    assert not any(alive(pid) or group_members(pid) for pid in out["pids"])
+
+
+def test_a_hung_server_is_stopped_and_relaunched_after_the_client_timeout(tmp_path):
+    root = make_carla_root(tmp_path)
+    result = run_script(tmp_path, KILL_MID_EPISODE.format(root=str(root), timeout=1.0, signal="SIGSTOP"))
+    out = result.last
+    assert len(out["interruptions"]) == 1, result.describe()
+    assert "time-out of 1000ms" in out["interruptions"][0][1]
+    assert len(launches(root)) == 2
+    assert not any(alive(pid) for pid in out["pids"])
+
+
+def test_when_relaunches_run_out_the_error_says_so(tmp_path):
+    result = run_script(tmp_path, CORE_PRELUDE, """
+    core = CarlaCore({"timeout": 5.0, "retries_on_error": 0})
+    core.setup_experiment(experiment())
+    core.reset_hero({"blueprint": "vehicle.lincoln.mkz_2017", "sensors": {}, "spawn_points": []})
+    pid = core._launcher.process.pid
+    os.killpg(pid, signal.SIGKILL)
+    try:
+        core.tick(None)
+    except Exception as error:
+        emit({"error": f"{type(error).__name__}: {error}", "pid": pid})
+    core.close()
+    """)
+    assert result.last["error"].startswith("ServerUnavailableError: the simulator failed"), result.describe()
+    assert "0 relaunches ('retries_on_error')" in result.last["error"]
+    assert not alive(result.last["pid"])
