@@ -27,7 +27,7 @@ system-deps:
 	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
-	  echo "make system-deps: install$$missing with your package manager (the AWS tests skip without them)"; exit 0; fi; \
+	  echo "make system-deps: install$$missing with your package manager (the AWS tests need them)"; exit 1; fi; \
 	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
 	echo "make system-deps: installing$$missing"; \
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing

@@ -256,14 +256,14 @@ def system_python() -> str:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     found = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
     if not found:
-        pytest.skip(f"needs a system {version} for the test login (the instance's python)")
+        pytest.fail(f"needs a system {version} for the test login (the instance's python)")
     return found
 
 
 def require_tools() -> None:
     missing = [tool for tool in ("ssh", "ssh-keygen", "rsync", "useradd") if not shutil.which(tool)]
     if missing or not SSHD.exists() or os.geteuid() != 0:
-        pytest.skip(f"needs root, sshd and {', '.join(missing) or 'ssh tools'} (`make system-deps`)")
+        pytest.fail(f"needs root, sshd and {', '.join(missing) or 'ssh tools'} (`make system-deps`)")
 
 
 @dataclass

@@ -211,7 +211,7 @@ def test_run_aws_bad_input_gets_one_line_and_starts_nothing(world: AwsWorld, bui
 
 def test_shell_scripts_are_shellcheck_clean() -> None:
     if not shutil.which("shellcheck"):
-        pytest.skip("needs shellcheck (`make system-deps`)")
+        pytest.fail("needs shellcheck (`make system-deps`)")
     scripts = [RUN_AWS, ROOT / "aws/install/install.sh", ROOT / "aws/remote_run.sh"]
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

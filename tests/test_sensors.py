@@ -1,9 +1,8 @@
 """Server-side sensors and collisions through the official 0.9.16 client.
 
 One embedded server on the generated HighwayLoop town (cheap to load, a non-zero geographic
-origin, straight three-lane carriageways with broken and solid lines) serves every test but
-the last, which checks the static-actor filter of the obstacle sensor inside the world,
-since clients cannot spawn static actors.
+origin, straight three-lane carriageways with broken and solid lines, stop signs as static map
+actors) serves every test.
 """
 from __future__ import annotations
 
@@ -311,33 +310,27 @@ def test_lane_invasion_reports_broken_then_solid_markings(highway):
     assert [m for i, m in enumerate(crossed) if i == 0 or crossed[i - 1] != m] == ["Broken", "Solid"]
 
 
-def test_obstacle_only_dynamics_ignores_static_actors():
-    """Traffic signs are static (map) actors; clients cannot spawn them, so this runs in-process."""
-    import numpy as np
-
-    from rllib_integration.embedded.maps.town import load_town
-    from rllib_integration.embedded.maps.towns import find_town
-    from rllib_integration.embedded.protocol import encoding
-    from rllib_integration.embedded.world.blueprints import find_blueprint
-    from rllib_integration.embedded.world.settings import EpisodeSettings
-    from rllib_integration.embedded.world.world import World
-
-    town = load_town(find_town("HighwayLoop"))
-    world = World(town, settings=EpisodeSettings(synchronous_mode=True, fixed_delta_seconds=DT_S))
-    location, rotation = town.spawn_points[0]
-    yaw = math.radians(rotation[1])
-    forward = np.array([math.cos(yaw), math.sin(yaw), 0.0])
-    car = world.spawn("vehicle.audi.tt", [], (location, rotation))
-    sign_location = tuple(np.asarray(location) + 12.0 * forward - np.array([0.0, 0.0, 0.3]))
-    sign = world._add_actor(find_blueprint("traffic.stop"), {}, (sign_location, rotation))
-    everything = world.spawn("sensor.other.obstacle", [("distance", 3, "20")], ((0.0, 0.0, 1.0), (0, 0, 0)), car.id)
-    dynamic = world.spawn("sensor.other.obstacle", [("distance", 3, "20"), ("only_dynamics", 1, "true")],
-                          ((0.0, 0.0, 1.0), (0, 0, 0)), car.id)
-    world.tick()
-    hits = {r.sensor.id: r.body for r in world.sensor_readings if r.sensor_type == encoding.OBSTACLE_SENSOR_TYPE}
-    assert hits[everything.id][1] is sign
-    assert abs(hits[everything.id][2] - (12.0 - 0.1 - 0.5)) < 0.05   # sign plate half depth 0.1, hit radius 0.5
-    assert dynamic.id not in hits
+def test_obstacle_only_dynamics_ignores_static_map_actors(highway):
+    result = run_client(highway, PRELUDE, """
+    sign = world.get_actors().filter("traffic.stop")[0]
+    facing = sign.get_transform().get_forward_vector()
+    pose = carla.Transform(sign.get_location() - 12.0 * facing + carla.Location(z=0.3), sign.get_transform().rotation)
+    hero = world.spawn_actor(library.find("vehicle.audi.tt"), pose)
+    everything, everything_events = attach("sensor.other.obstacle", hero, carla.Location(z=1.0), distance=20)
+    dynamic, dynamic_events = attach("sensor.other.obstacle", hero, carla.Location(z=1.0), distance=20,
+                                     only_dynamics=True)
+    world.tick(); settle()
+    frame = world.tick()
+    settle()
+    box = sign.bounding_box
+    expected = along(sign.get_location() - everything.get_location(), facing) - box.extent.x - 0.5
+    finish(everything, dynamic)
+    emit({"everything": [(e.other_actor.id, e.distance) for e in everything_events if e.frame == frame],
+          "dynamic": len(dynamic_events), "sign": sign.id, "expected": expected})
+    """)
+    assert len(result["everything"]) == 1 and result["everything"][0][0] == result["sign"]
+    assert abs(result["everything"][0][1] - result["expected"]) < 0.02
+    assert result["dynamic"] == 0
 
 
 def _mean(values: list[float]) -> float:

@@ -6,7 +6,7 @@
 #   install.sh [PROJECT_DIR]      (aws_helper.py create-image runs it on the builder instance)
 #
 # Idempotent: what is already in place is kept. Stops at the first failing step, naming it.
-# Settings (environment): CARLA_TARBALL_URL, CARLA_ROOT, CARLA_SYSTEM_PACKAGES, PYTHON.
+# Settings (environment): CARLA_TARBALL_URL, CARLA_ROOT, CARLA_SYSTEM_PACKAGES, PYTHON, SERVER_START_TIMEOUT_S.
 set -euo pipefail
 
 CARLA_VERSION=0.9.16

@@ -197,8 +197,9 @@ class Autopilot:
             self._vehicle_rows = (table.version, rows)
         return self._vehicle_rows[1]
 
-    def lane_positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Segment and arc length of each vehicle row: tracked for autopilot cars, located for others."""
+    def lane_positions(self, rows: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Segment and arc length of each vehicle row after a tick of dt: autopilot cars from their
+        route (tracked before the physics moved them dt further), other vehicles located."""
         graph = lane_graph_for(self.world.town)
         table = self.world.table
         segment = np.zeros(len(rows), np.int64)
@@ -207,8 +208,11 @@ class Autopilot:
         if tracked.any():
             order = np.argsort(self.fleet.row)
             where = order[np.searchsorted(self.fleet.row[order], rows[tracked])]
-            segment[tracked] = self.fleet.route[where, 0]
-            s[tracked] = self.fleet.s[where]
+            here = self.fleet.route[where, 0]
+            ahead = self.fleet.s[where] + np.maximum(table.speed[rows[tracked]], 0.0) * dt
+            onward = (ahead > graph.length[here]) & (self.fleet.route[where, 1] >= 0)
+            segment[tracked] = np.where(onward, self.fleet.route[where, 1], here)
+            s[tracked] = np.where(onward, ahead - graph.length[here], ahead)
         other = rows[~tracked]
         if len(other):
             segment[~tracked], s[~tracked], _ = graph.locate(table.location[other, :2],

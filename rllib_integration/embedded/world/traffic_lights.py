@@ -131,7 +131,7 @@ class TrafficLights:
                 self.stage[wrapped] = 0
                 self.current[wrapped] = (self.current[wrapped] + 1) % self.phase_count[wrapped]
                 self._recompute(expired)
-        self._update_vehicles()
+        self._update_vehicles(dt)
 
     # --- requests ------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ class TrafficLights:
             self._graph_tables = (path_light, path_stop, approach_light)
         return self._graph_tables
 
-    def _update_vehicles(self) -> None:
+    def _update_vehicles(self, dt: float) -> None:
         """Speed limit and faced light of every vehicle, from the lane it is on."""
         world = self.world
         rows = world.autopilot.vehicle_rows()
@@ -218,7 +218,7 @@ class TrafficLights:
             self._vehicle_rows = rows
             return
         graph = lane_graph_for(world.town)
-        segment, s = world.autopilot.lane_positions(rows)
+        segment, s = world.autopilot.lane_positions(rows, dt)
         _, _, approach_light = self.governed_paths(graph)
         world.table.speed_limit[rows] = graph.speed_limit[segment] * MS_TO_KMH
         light = approach_light[segment]

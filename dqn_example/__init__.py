@@ -1,0 +1,1 @@
+"""The DQN example: DQNExperiment, its RLModule, callbacks and training/inference machinery."""
