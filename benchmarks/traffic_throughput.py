@@ -8,8 +8,10 @@ RPC per tick (tick_cue); all driving happens in the server's tick. This script m
  2. the cost of one tick against the car count, split into simulation (World.tick, with the
     autopilot's share), encoding (World.snapshot) and the rest of the round trip (RPC, streaming,
     the client), which is the end-to-end time minus the first two.
-Simulation and encoding are timed in this process on the same code the server runs; the
-end-to-end time comes from a real server and the official client in subprocesses.
+Simulation and encoding are timed in this process, as CPU time (steadier than wall time on a
+shared machine), on the same code the server runs; the end-to-end time is wall time from a real
+server and the official client in subprocesses. The load average is reported with the results:
+other processes on the machine slow the end-to-end figure.
 
 Usage:  .venv/bin/python benchmarks/traffic_throughput.py [--cars 50] [--ticks 2000]
         [--repeats 3] [--counts 10,25,50,100,200,400] [--json]
@@ -156,20 +158,20 @@ def measure_server_side(town_name: str, cars: int, ticks: int, warmup: int) -> d
 
     def timed_step(*args: Any) -> Any:
         nonlocal autopilot_seconds
-        begin = time.perf_counter()
+        begin = time.process_time()
         result = step(*args)
-        autopilot_seconds += time.perf_counter() - begin
+        autopilot_seconds += time.process_time() - begin
         return result
 
     world.autopilot.step = timed_step
     tick_seconds = snapshot_seconds = 0.0
     for _ in range(ticks):
-        begin = time.perf_counter()
+        begin = time.process_time()
         world.tick()
-        middle = time.perf_counter()
+        middle = time.process_time()
         world.snapshot()
         tick_seconds += middle - begin
-        snapshot_seconds += time.perf_counter() - middle
+        snapshot_seconds += time.process_time() - middle
     return {"simulation_s": tick_seconds / ticks, "autopilot_s": autopilot_seconds / ticks,
             "encoding_s": snapshot_seconds / ticks, "cars": len(ids)}
 
@@ -196,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "rpc_and_client_ms": 1e3 * max(total - server_side["simulation_s"] - server_side["encoding_s"], 0.0)}
         split.append(row)
         print(f"{count} cars: {row['end_to_end_ms']:.2f} ms/tick", file=sys.stderr, flush=True)
-    return {"machine": {"cpus": os.cpu_count()}, "town": args.town, "cars": args.cars, "ticks": args.ticks,
+    return {"machine": {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}, "town": args.town, "cars": args.cars, "ticks": args.ticks,
             "ticks_per_s": [r["ticks_per_s"] for r in runs], "median_ticks_per_s": median,
             "goal_ticks_per_s": GOAL_TICKS_PER_S, "pass": median >= GOAL_TICKS_PER_S,
             "scale_town": args.scale_town, "cost_split": split}
@@ -204,11 +206,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"\nGenerate-traffic workload: {report['cars']} server-side autopilot cars on {report['town']}, synchronous, "
-          f"dt {FIXED_DELTA_S} s, {report['ticks']} timed ticks, {report['machine']['cpus']} CPUs")
+          f"dt {FIXED_DELTA_S} s, {report['ticks']} timed ticks, {report['machine']['cpus']} CPUs, "
+          f"load average {report['machine']['load_average_1min']:.1f} at the end")
     print(f"  ticks/s: median {report['median_ticks_per_s']:.0f} (runs "
           f"{', '.join(f'{v:.0f}' for v in report['ticks_per_s'])}); goal >= {GOAL_TICKS_PER_S:.0f}: "
           f"{'PASS' if report['pass'] else 'FAIL'}")
-    print(f"\nTick cost against autopilot cars ({report['scale_town']}), ms per tick:")
+    print(f"\nTick cost against autopilot cars ({report['scale_town']}), ms per tick (total: wall time, "
+          "simulation and encoding: CPU time, rpc+client: the difference):")
     print(f"  {'cars':>5} {'total':>7} {'simulation':>11} {'(autopilot)':>12} {'encoding':>9} {'rpc+client':>11}")
     for row in report["cost_split"]:
         print(f"  {row['cars']:5d} {row['end_to_end_ms']:7.2f} {row['simulation_ms']:11.2f} {row['autopilot_ms']:12.2f} "

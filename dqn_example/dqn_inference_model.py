@@ -232,15 +232,6 @@ class GreedyPolicy:
         device = resolve_device(device)
         return cls(load_network(checkpoint, device), device)
 
-    def check_spaces(self, observation_shape: Sequence[int], num_actions: int, source: str) -> None:
-        """Refuses observations or actions the network was not trained on, naming both shapes."""
-        expected = tuple(self.spec.observation_shape)
-        if tuple(observation_shape) != expected or num_actions != self.spec.num_actions:
-            raise PolicyFileError(
-                f"the checkpoint's network takes observations of shape {expected} and {self.spec.num_actions} actions, "
-                f"but {source} gives {tuple(observation_shape)} and {num_actions}: use the config the checkpoint was "
-                "trained with (birdview size, framestack, grayscale)")
-
     @torch.no_grad()
     def q_values(self, observation: np.ndarray) -> np.ndarray:
         batch = torch.as_tensor(np.ascontiguousarray(observation)[None], device=self.device)

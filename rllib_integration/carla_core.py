@@ -45,6 +45,7 @@ BASE_CORE_CONFIG: dict[str, Any] = {
     "attach": None,                # "host:port" of a server already running: connect to it, launch nothing
     "startup_timeout": 60.0,       # s, how long a launched server may take to answer (CARLA needs 10-30 s)
 }
+EXIT_NOTICE_S = 0.5                # after a failed call, how long a dying server may take to be seen as dead
 WATCHDOG_MARGIN_S = 5.0            # a tick may take `timeout` plus this before the watchdog gives up on it
 SPECTATOR_BEHIND_M = 8.0           # the spectator camera follows the hero from behind ...
 SPECTATOR_ABOVE_M = 4.0            # ... and above ...
@@ -119,6 +120,7 @@ class CarlaCore:
         self._blueprints: carla.BlueprintLibrary | None = None
         self._spectator: carla.Actor | None = None
         self._experiment_config: dict[str, Any] | None = None
+        self._loaded_town: str | None = None
         self._hero_config: dict[str, Any] | None = None
         self._rng = random.Random()
         self._watchdog = CallWatchdog()
@@ -128,7 +130,7 @@ class CarlaCore:
             self._host, self._port = parse_attach(self.config["attach"])
         else:
             self._launcher = ServerLauncher(LaunchSettings.from_config(self.config))
-            self._launcher.before_stop = self._shut_down_traffic_manager
+            self._launcher.before_stop = self._release_traffic_manager
             self._host, self._port = self.config["host"], 0
         tm_port = self.config["tm_port"]
         self.tm_port = ports.claim_port(tm_port, "tm_port") if tm_port is not None else ports.claim_ports(1)[0]
@@ -190,7 +192,9 @@ class CarlaCore:
         except RuntimeError as error:
             if isinstance(error, SimulatorFailure):
                 raise
-            raise SimulatorFailure(str(error)) from error
+            exit_status = self._launcher.wait_for_exit(EXIT_NOTICE_S) if self._launcher is not None else None
+            cause = f"; the {self.server_description} {exit_status}" if exit_status is not None else ""
+            raise SimulatorFailure(f"{error}{cause}") from error
 
     def _recover(self, failure: SimulatorFailure) -> None:
         """Relaunches the server and rebuilds world and hero as they were set up."""
@@ -198,6 +202,7 @@ class CarlaCore:
         logger.warning("simulator failure: %s; relaunching (up to %d times)", failure, retries)
         last_error: BaseException = failure
         for attempt in range(1, retries + 1):
+            self._abandon_traffic_manager()
             self._forget_simulator_state()
             try:
                 self._launch_and_connect()
@@ -215,15 +220,14 @@ class CarlaCore:
             f"last error: {last_error}")
 
     def _forget_simulator_state(self) -> None:
-        """Drops every handle on the failed simulator without RPCs (they would time out)."""
-        self._release_traffic_manager_port()
+        """Drops every handle on the simulator without RPCs (after a failure they would time out)."""
         for sensor in self._sensors:
             sensor.stop()
         self._sensors = []
         self.sensor_interface.unregister_all()
         self._watchdog.close()
         self.hero = self._background = self._spectator = self.traffic_manager = None
-        self.client = self.world = self.map = None
+        self.client = self.world = self.map = self._loaded_town = None
 
     # --- experiment ----------------------------------------------------------------------
 
@@ -241,23 +245,33 @@ class CarlaCore:
             self._recover(failure)
 
     def _build_world(self) -> None:
+        """The town is loaded once; later set-ups of the same town clear and respawn what this core
+        spawned instead. Why: load_world while a Traffic Manager exists makes the carla client restart
+        that TM's keep-alive thread, which stalls the next ticks and can crash the client."""
         config = self._experiment_config
         self._destroy_actors()
-        self._shut_down_traffic_manager()   # a Traffic Manager left across load_world hangs the next ticks
-        self._check_town(config["town"])
-        weather = weather_preset(config["weather"])
-        layers = carla.MapLayer.All if self.config["enable_map_assets"] else carla.MapLayer.NONE
-        self.world = self.client.load_world(config["town"], False, layers)
-        self.map = self.world.get_map()
-        self._blueprints = self.world.get_blueprint_library()
-        self._spectator = self.world.get_spectator()
-        self.world.set_weather(weather)
+        if self._loaded_town != config["town"]:
+            self._load_town(config["town"])
+        else:
+            self.world.reset_all_traffic_lights()
+        self.world.set_weather(weather_preset(config["weather"]))
         settings = self.world.get_settings()
         settings.synchronous_mode = True
         settings.fixed_delta_seconds = float(self.config["timestep"])
         settings.no_rendering_mode = not self.config["enable_rendering"]
         self.world.apply_settings(settings)
         self._spawn_background(config["background_activity"])
+
+    def _load_town(self, town: str) -> None:
+        self._check_town(town)
+        weather_preset(self._experiment_config["weather"])   # a bad preset fails before the slow load
+        self._shut_down_traffic_manager()   # load_world would restart it, stalling the next ticks
+        layers = carla.MapLayer.All if self.config["enable_map_assets"] else carla.MapLayer.NONE
+        self.world = self.client.load_world(town, False, layers)
+        self._loaded_town = town
+        self.map = self.world.get_map()
+        self._blueprints = self.world.get_blueprint_library()
+        self._spectator = self.world.get_spectator()
 
     def _check_town(self, town: str) -> None:
         available = {town_base_name(path): path.rsplit("/", 1)[-1] for path in self.client.get_available_maps()}
@@ -271,7 +285,8 @@ class CarlaCore:
         seed = config["seed"] if config["seed"] is not None else self._rng.randrange(SEED_LIMIT)
         self._background = BackgroundActivity(self.client, self.world, self._blueprints, random.Random(seed))
         if config["n_vehicles"]:
-            self.traffic_manager = self.client.get_trafficmanager(self.tm_port)
+            if self.traffic_manager is None:
+                self.traffic_manager = self.client.get_trafficmanager(self.tm_port)
             self.traffic_manager.set_synchronous_mode(True)
             self.traffic_manager.set_hybrid_physics_mode(bool(config["tm_hybrid_mode"]))
             self.traffic_manager.set_random_device_seed(seed)
@@ -379,7 +394,7 @@ class CarlaCore:
             self._background.destroy()
             self._background = None
 
-    def _release_traffic_manager_port(self) -> None:
+    def _abandon_traffic_manager(self) -> None:
         """After a failure: the carla client keeps one Traffic Manager per port for the whole process, and
         the one of the failed server would answer the next get_trafficmanager() of that port. A free port
         is taken instead; a port fixed in the config is shut down (costs the TM's 2 s RPC time-out)."""
@@ -396,10 +411,17 @@ class CarlaCore:
         self.traffic_manager = None
 
     def _shut_down_traffic_manager(self) -> None:
-        """Before the server goes: CARLA's in-client Traffic Manager ends the process if its server vanishes."""
         if self.traffic_manager is not None:
             self.traffic_manager.shut_down()
             self.traffic_manager = None
+
+    def _release_traffic_manager(self) -> None:
+        """Before the server goes. CARLA's in-client Traffic Manager (real server) must be shut down first,
+        or it ends the process when its server vanishes; the embedded server is itself the Traffic Manager
+        and goes with it (shutting its remote down would wait ~1 s for the client's keep-alive thread)."""
+        if self._launcher is not None and self._launcher.settings.is_embedded:
+            self.traffic_manager = None
+        self._shut_down_traffic_manager()
 
     def close(self) -> None:
         """Destroys what this core spawned and stops its server (an attached one is set back to
@@ -410,7 +432,7 @@ class CarlaCore:
         if self.client is not None and self._server_exit() is None:
             try:
                 self._destroy_actors()
-                self._shut_down_traffic_manager()
+                self._release_traffic_manager()
                 if self._launcher is None and self.world is not None:
                     settings = self.world.get_settings()
                     settings.synchronous_mode = False

@@ -52,8 +52,8 @@ class CarlaEnv(gym.Env):
         self._last_observation: Any = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """A new episode. With a seed (and at the first reset) the world is rebuilt from it: town,
-        background traffic, then the hero; without one, only the hero is respawned."""
+        """A new episode. With a seed (and at the first reset) the world is rebuilt from it: weather,
+        traffic lights, background traffic, then the hero; without one, only the hero is respawned."""
         super().reset(seed=seed)
         if seed is not None or not self._world_ready:
             self.core.seed(int(self.np_random.integers(SEED_LIMIT)))

@@ -24,8 +24,13 @@ _random = random.SystemRandom()   # independent of every seeded RNG, so seeding 
 
 
 def is_free(port: int) -> bool:
-    """Whether a server could listen on `port` on every interface right now."""
+    """Whether a server could listen on `port` on every interface right now.
+
+    SO_REUSEADDR, as CARLA's and the embedded server's listeners set it: connections of a server
+    that just stopped (TIME_WAIT) do not block its relaunch on the same port; a listener does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("", port))
         except OSError:
@@ -37,6 +42,8 @@ def claim_ports(count: int, port_range: tuple[int, int] = PORT_RANGE) -> list[in
     """`count` distinct free ports, claimed for this process until release_ports()."""
     low, high = port_range
     chosen: list[int] = []
+    if count == 0:
+        return chosen
     with _lock:
         for _ in range(MAX_DRAWS):
             port = _random.randint(low, high)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import carla
 
 from . import ports
-from .errors import ConfigError, ServerStartError
+from .errors import ConfigError, NoFreePortError, ServerStartError
 
 BACKENDS = ("embedded", "carla")
 EMBEDDED_MODULE = "rllib_integration.embedded"
@@ -134,7 +134,6 @@ class ServerLauncher:
         self.process: subprocess.Popen | None = None
         self.rpc_port = 0
         self.streaming_port = 0
-        self.server_version = ""
         self.before_stop: Callable[[], None] | None = None   # e.g. shut the client's Traffic Manager down first
         self._ports: list[int] = []
         self._log_path: Path | None = None
@@ -155,30 +154,40 @@ class ServerLauncher:
         environment = dict(os.environ)
         if self.settings.is_embedded:
             environment["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, environment.get("PYTHONPATH")]))
-        with os.fdopen(descriptor, "wb") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env=environment, start_new_session=True)
+        try:
+            with os.fdopen(descriptor, "wb") as log:
+                self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                                env=environment, start_new_session=True)
+        except OSError as error:
+            self._release()
+            raise ServerStartError(f"cannot run {command[0]}: {error}") from None
         _register(self)
         logger.info("launched %s (pid %d): %s", self.description, self.process.pid, " ".join(command))
         try:
-            self.server_version = self._wait_until_ready()
+            self._wait_until_ready()
         except BaseException:
             self.stop()
             raise
 
     def _claim_ports(self) -> None:
-        wanted = {"rpc_port": self.settings.rpc_port, "streaming_port": self.settings.streaming_port}
-        picked = ports.claim_ports(sum(value is None for value in wanted.values()))
+        """Configured ports if free (else an error naming the setting), free ones for the rest."""
+        configured = [("rpc_port", self.settings.rpc_port), ("streaming_port", self.settings.streaming_port)]
+        free = ports.claim_ports(sum(port is None for _, port in configured))
+        self._ports = list(free)
+        chosen = []
         try:
-            chosen = {name: ports.claim_port(value, name) if value is not None else picked.pop()
-                      for name, value in wanted.items()}
-        except BaseException:
-            ports.release_ports(picked)
+            for name, port in configured:
+                if port is None:
+                    chosen.append(free.pop())
+                else:
+                    chosen.append(ports.claim_port(port, name))
+                    self._ports.append(port)
+        except NoFreePortError:
+            self._release()
             raise
-        self.rpc_port, self.streaming_port = chosen["rpc_port"], chosen["streaming_port"]
-        self._ports = [self.rpc_port, self.streaming_port]
+        self.rpc_port, self.streaming_port = chosen
 
-    def _wait_until_ready(self) -> str:
+    def _wait_until_ready(self) -> None:
         timeout_s = self.settings.startup_timeout_s
         deadline = time.monotonic() + timeout_s
         where = f"{self.settings.host}:{self.rpc_port}"
@@ -192,9 +201,8 @@ class ServerLauncher:
                 raise ServerStartError(
                     f"{self.description} did not answer on {where} within {timeout_s:g} s; raise 'startup_timeout' "
                     f"in the 'carla' config if it is just slow to start; its last output:\n{self.log_tail()}")
-            version = self._probe_version(min(remaining, VERSION_PROBE_TIMEOUT_S))
-            if version is not None:
-                return version
+            if self._probe_version(min(remaining, VERSION_PROBE_TIMEOUT_S)) is not None:
+                return
             time.sleep(READY_POLL_S)
 
     def _probe_version(self, timeout_s: float) -> str | None:
@@ -231,6 +239,14 @@ class ServerLauncher:
             return None
         return _describe_exit(info.si_code, info.si_status)
 
+    def wait_for_exit(self, timeout_s: float) -> str | None:
+        """exit_status(), waiting up to timeout_s for the server to end (a connection it dropped
+        is often seen a moment before its exit)."""
+        deadline = time.monotonic() + timeout_s
+        while (exit_status := self.exit_status()) is None and time.monotonic() < deadline:
+            time.sleep(STOP_POLL_S)
+        return exit_status
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         if self._log_path is None or not self._log_path.exists():
             return "(no output)"
@@ -249,13 +265,15 @@ class ServerLauncher:
                 logger.warning("before stopping the %s: %s", self.description, error)
         _signal_group(process.pid, signal.SIGTERM)
         _signal_group(process.pid, signal.SIGCONT)   # a stopped (hung) server must run to act on SIGTERM
-        deadline = time.monotonic() + STOP_GRACE_S
-        while self.exit_status() is None and time.monotonic() < deadline:
-            time.sleep(STOP_POLL_S)
+        self.wait_for_exit(STOP_GRACE_S)
         _signal_group(process.pid, signal.SIGKILL)   # what is left of the group: children of a shell script
         process.wait()
         self.process = None
         _unregister(self)
+        self._release()
+
+    def _release(self) -> None:
+        """Gives the ports back and removes the output log."""
         ports.release_ports(self._ports)
         self._ports = []
         if self._log_path is not None:

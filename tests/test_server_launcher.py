@@ -15,12 +15,12 @@ from contextlib import ExitStack
 
 import pytest
 
-from core_harness import (alive, group_members, launches, make_carla_root, read_result, released, run_script,
-                          start_script)
+from core_harness import alive, group_members, launches, make_carla_root, read_result, run_script, start_script
 from rllib_integration import ports
 from rllib_integration.carla_core import BASE_CORE_CONFIG, check_versions
-from rllib_integration.errors import ConfigError, NoFreePortError, SimulatorFailure, TickTimeoutError
-from rllib_integration.server_launcher import LaunchSettings, server_arguments, server_executable
+from rllib_integration.errors import (ConfigError, NoFreePortError, ServerStartError, SimulatorFailure,
+                                     TickTimeoutError)
+from rllib_integration.server_launcher import LaunchSettings, ServerLauncher, server_arguments, server_executable
 from rllib_integration.watchdog import CallWatchdog
 
 
@@ -56,6 +56,20 @@ def test_a_full_port_range_is_reported_with_the_settings_to_change():
                 pass
         with pytest.raises(NoFreePortError, match="rpc_port / streaming_port / tm_port"):
             ports.claim_ports(1, (taken[0], taken[-1]))
+
+
+def test_a_port_whose_server_just_stopped_is_free_again_but_a_listener_is_not():
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        assert not ports.is_free(port)
+        accepted.close()   # the server side closes first: its end lingers in TIME_WAIT
+        client.close()
+    assert ports.is_free(port)
 
 
 def test_a_busy_configured_port_names_its_setting():
@@ -184,7 +198,7 @@ def test_two_real_backend_cores_launch_with_carla_flags_on_distinct_ports(tmp_pa
                                   "-quality-level=Low", "-ResX=600", "-ResY=600", "-RenderOffScreen",
                                   "-graphicsadapter=1", "-carla-primary-port=0"]
         assert not alive(record["pid"])
-    assert all(released(port) for port in all_ports)
+    assert all(ports.is_free(port) for port in all_ports)
 
 
 def test_a_server_that_never_answers_fails_within_startup_timeout_and_is_stopped(tmp_path):
@@ -244,13 +258,30 @@ def test_a_signal_stops_our_server_and_leaves_a_foreign_carla_running(tmp_path, 
         script.wait()
     assert script.returncode != 0
     assert group_members(server["pid"]) == []
-    assert all(released(port) for port in server["ports"])
+    assert all(ports.is_free(port) for port in server["ports"])
     assert alive(foreign_carla.pid)
 
 
-def test_interpreter_exit_without_close_stops_the_server(tmp_path, foreign_carla):
+def test_interpreter_exit_without_close_stops_the_server_on_configured_ports(tmp_path, foreign_carla):
     root = make_carla_root(tmp_path)
-    result = run_script(tmp_path, WAIT_WITH_A_CORE.format(root=str(root), then="sys.exit(0)"))
+    rpc, streaming, tm = ports.claim_ports(3)
+    ports.release_ports([rpc, streaming, tm])
+    code = WAIT_WITH_A_CORE.format(root=str(root), then="sys.exit(0)").replace(
+        '"timeout": 5.0', f'"timeout": 5.0, "rpc_port": {rpc}, "streaming_port": {streaming}, "tm_port": {tm}')
+    result = run_script(tmp_path, code)
     assert result.returncode == 0, result.describe()
+    assert result.last["ports"] == [rpc, streaming]
+    assert launches(root)[0]["args"][:2] == [f"-carla-rpc-port={rpc}", f"-carla-streaming-port={streaming}"]
     assert group_members(result.last["pid"]) == []
+    assert all(ports.is_free(port) for port in (rpc, streaming, tm))
     assert alive(foreign_carla.pid)
+
+
+def test_a_server_that_cannot_be_run_is_reported_and_its_ports_given_back(tmp_path):
+    script = tmp_path / "CarlaUE4.sh"
+    script.write_text("not a program\n")
+    script.chmod(0o755)
+    launcher = ServerLauncher(LaunchSettings.from_config(carla_config(backend="carla", server_path=str(script))))
+    with pytest.raises(ServerStartError, match=f"cannot run {script}: .*Exec format error"):
+        launcher.start()
+    assert launcher.process is None and launcher._ports == []

@@ -125,6 +125,7 @@ settings = world.get_settings()
 settings.synchronous_mode = True
 settings.fixed_delta_seconds = 0.05
 world.apply_settings(settings)
+first_frame = world.tick()
 library = world.get_blueprint_library()
 points = world.get_map().get_spawn_points()
 kinds = ["vehicle.tesla.model3", "vehicle.lincoln.mkz_2017", "vehicle.audi.tt", "vehicle.mini.cooper_s",
@@ -157,7 +158,7 @@ for actor in world.get_actors().filter("vehicle.*"):
     t, v = actor.get_transform(), actor.get_velocity()
     poses[str(actor.id)] = [t.location.x, t.location.y, t.location.z, t.rotation.pitch, t.rotation.yaw,
                             t.rotation.roll, v.x, v.y, v.z]
-emit({"blocked": blocked is None, "poses": poses, "frame": world.get_snapshot().frame})
+emit({"blocked": blocked is None, "poses": poses, "ticks": world.get_snapshot().frame - first_frame})
 """
 
 

@@ -172,14 +172,15 @@ def test_five_minutes_of_autopilot_traffic_without_collisions_stuck_cars_or_leav
 
 HANG_RUN = """
 cars = spawn_autopilot(points[:CARS])
+start = [c.get_location() for c in cars]
 frame = world.tick()
 for _ in range(TICKS - 1):
     next_frame = world.tick()
     assert next_frame == frame + 1, (frame, next_frame)
     frame = next_frame
-moving = sum(c.get_velocity().length() > 0.5 for c in cars)
+moved = sum(c.get_location().distance(p) > 20.0 for c, p in zip(cars, start))
 client.apply_batch_sync([carla.command.DestroyActor(c.id) for c in cars], True)
-emit({"ticks": TICKS, "cars": len(cars), "moving": moving})
+emit({"ticks": TICKS, "cars": len(cars), "moved": moved})
 """
 
 
@@ -189,7 +190,7 @@ def test_twenty_synchronous_runs_of_two_thousand_ticks_never_hang(server: Server
         # the client's own timeout turns a hung tick into an error; the subprocess timeout backs it up
         result = run_client(server, SYNC_TM, code, timeout=HANG_RUN_TIMEOUT_S)
         assert result["ticks"] == HANG_RUN_TICKS and result["cars"] == HANG_RUN_CARS, (run, result)
-        assert result["moving"] > 0, (run, result)
+        assert result["moved"] == HANG_RUN_CARS, (run, result)   # 100 s of driving: every car got somewhere
 
 
 def test_main_port_names_this_server_as_the_traffic_manager_of_any_port(server: ServerProcess) -> None:
@@ -308,6 +309,49 @@ def test_forced_lane_change_moves_the_car_to_the_neighbour_lane(grid_city: Serve
     """)
     assert result["after"] != result["before"], result
     assert abs(result["after"] - result["before"]) == 1, result
+
+
+def test_set_path_makes_the_car_drive_through_the_given_points(server: ServerProcess) -> None:
+    result = run_client(server, SYNC_TM, """
+    car = spawn_autopilot([points[10]])[0]
+    here, path = town.get_waypoint(points[10].location), []
+    for _ in range(25):   # 250 m, taking the last branch at every fork
+        here = here.next(10.0)[-1]
+        path.append(here.transform.location)
+    tm.set_path(car, path)
+    planned = list(dict.fromkeys(town.get_waypoint(p).road_id for p in path if not town.get_waypoint(p).is_junction))
+    visited = []
+    for _ in range(900):
+        world.tick()
+        road = town.get_waypoint(car.get_location()).road_id
+        if not visited or visited[-1] != road:
+            visited.append(road)
+    emit({"planned": planned, "visited": visited})
+    """)
+    visited = iter(result["visited"])
+    assert all(road in visited for road in result["planned"]), result   # in order
+
+
+def test_hybrid_mode_moves_cars_far_from_the_hero_along_their_lanes(server: ServerProcess) -> None:
+    result = run_client(server, SYNC_TM, """
+    hero_blueprint = library.find("vehicle.audi.tt")
+    hero_blueprint.set_attribute("role_name", "hero")
+    hero = world.spawn_actor(hero_blueprint, points[0])
+    tm.set_hybrid_physics_mode(True)
+    tm.set_hybrid_physics_radius(50.0)
+    far = [p for p in points if p.location.distance(points[0].location) > 150.0][:10]
+    cars = spawn_autopilot(far)
+    start = [c.get_location() for c in cars]
+    for _ in range(400): world.tick()
+    on_lane = [town.get_waypoint(c.get_location(), project_to_road=False, lane_type=carla.LaneType.Driving) is not None
+               for c in cars]
+    moved = [c.get_location().distance(p) for c, p in zip(cars, start)]
+    tm.set_hybrid_physics_mode(False)
+    hero.destroy()
+    emit({"on_lane": on_lane, "moved": moved})
+    """)
+    assert all(result["on_lane"]), result
+    assert min(result["moved"]) > 30.0, result
 
 
 def test_seeded_runs_are_reproducible(tmp_path: Path) -> None:

@@ -91,6 +91,12 @@ class CarlaService:
         self.custom_towns: dict[str, Town] = {}
         self._destroyed: OrderedDict[int, ActorInfo] = OrderedDict()   # recently destroyed, oldest first
         self._definitions = [self._definition(uid, bp) for uid, bp in enumerate(LIBRARY_BLUEPRINTS, start=1)]
+        self._configure_sensors()
+
+    def _configure_sensors(self) -> None:
+        """Like CARLA's sensors, the world's skip their work while no client listens; IMU gravity is ours."""
+        self.world.sensors.listening = self.streaming.has_subscribers
+        self.world.sensors.imu_gravity_mps2 = self.imu_gravity
 
     def bind(self, dispatcher: Dispatcher) -> None:
         for rpc_name, (attr, void, raw) in _RPC_METHODS.items():
@@ -112,11 +118,9 @@ class CarlaService:
         self.streaming.publish(EPISODE_STREAM_ID, self.world.snapshot(), keep=True)
 
     def publish_sensor_data(self) -> None:
-        """Sends this tick's sensor readings; only streams somebody listens to are encoded."""
+        """Sends this tick's sensor readings (the world made them only for streams with listeners)."""
         for reading in self.world.sensor_readings:
-            stream_id = reading.sensor.stream_id
-            if self.streaming.has_subscribers(stream_id):
-                self.streaming.publish(stream_id, actor_encoding.sensor_message(reading, self._serialize))
+            self.streaming.publish(reading.sensor.stream_id, actor_encoding.sensor_message(reading, self._serialize))
 
     def tick(self) -> int:
         frame = self.world.tick()
@@ -167,7 +171,7 @@ class CarlaService:
         settings = EpisodeSettings() if reset_settings else self.world.settings
         self.world = World(town, episode_id=self.world.episode_id + 1, settings=settings, seed=self.world.seed)
         self._destroyed.clear()
-        self.world.sensors.imu_gravity_mps2 = self.imu_gravity
+        self._configure_sensors()
         self.publish_snapshot()
 
     @rpc(void=True)
@@ -340,7 +344,7 @@ class CarlaService:
 
     @rpc(void=True)
     def set_actor_collisions(self, actor_id: int, enabled: bool) -> None:
-        self.world.actor(actor_id)
+        self.world.set_collisions(actor_id, enabled)
 
     @rpc(void=True)
     def set_actor_autopilot(self, actor_id: int, enabled: bool) -> None:

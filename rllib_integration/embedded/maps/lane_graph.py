@@ -65,12 +65,12 @@ class LaneGraph:
     curvature: np.ndarray       # (P,) 1/m, positive when turning right (CARLA's yaw grows clockwise)
     lane_change: np.ndarray     # (P,) carla.LaneChange bits: 1 right, 2 left
     width: np.ndarray           # (P,) lane width, m
-    road_s: np.ndarray          # (P,) OpenDRIVE s of the sample on its road
     segment_of: np.ndarray      # (P,) segment of each sample
     tree: cKDTree               # over xy
     index_of: dict[tuple[int, int, int], int]
     # The same numbers packed for the autopilot's gathers (one fancy index instead of several):
     segment_table: np.ndarray   # (S, 4) start, last lower sample (count - 2), spacing, length
+    last_lower: np.ndarray      # (S,) count - 2 (the last sample a lerp may start from)
     sample_table: np.ndarray    # (P, 5) x, y, z, yaw, curvature
 
     @property
@@ -78,17 +78,19 @@ class LaneGraph:
         return len(self.length)
 
     def sample_index(self, segment: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower sample index and fraction toward the next one at arc length s (clamped)."""
-        start, last, spacing, length = np.moveaxis(self.segment_table[segment], -1, 0)
-        position = np.clip(s, 0.0, length) / spacing
-        lower = np.minimum(position.astype(np.int64), last.astype(np.int64))
-        return start.astype(np.int64) + lower, position - lower
+        """Lower sample index and fraction toward the next one at arc length s (clamped).
+
+        np.take rather than fancy indexing throughout: several times faster on these shapes."""
+        table = np.take(self.segment_table, segment, axis=0)
+        position = np.minimum(np.maximum(s, 0.0), table[..., 3]) / table[..., 2]
+        lower = np.minimum(position.astype(np.int64), np.take(self.last_lower, segment))
+        return np.take(self.start, segment) + lower, position - lower
 
     def interpolate(self, segment: np.ndarray, s: np.ndarray) -> np.ndarray:
         """x, y, z, yaw, curvature at arc length s along segments: (..., 5)."""
         index, fraction = self.sample_index(segment, s)
-        lower = self.sample_table[index]
-        return lower + (self.sample_table[index + 1] - lower) * fraction[..., None]
+        lower = np.take(self.sample_table, index, axis=0)
+        return lower + (np.take(self.sample_table, index + 1, axis=0) - lower) * fraction[..., None]
 
     def locate(self, xy: np.ndarray, yaw_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nearest lane going the pose's way: segment, arc length along it, distance from its centre."""
@@ -202,7 +204,6 @@ def _resample(waypoints: list[carla.Waypoint], step: float) -> dict[str, np.ndar
         "curvature": np.gradient(resampled_yaw, s) if length > 1e-6 else np.zeros(count),
         "lane_change": raw[nearest, 4].astype(np.uint8),
         "width": np.interp(s, arc, raw[:, 5]),
-        "road_s": np.interp(s, arc, raw[:, 6]),
         "length": np.array(max(length, 1e-3)),
     }
 
@@ -271,9 +272,10 @@ def build_lane_graph(carla_map: carla.Map, records: XodrRecords) -> LaneGraph:
         junction_index=junction_index, conflict=conflict, xy=xy,
         z=sample_table[:, 2], yaw=sample_table[:, 3], curvature=sample_table[:, 4],
         lane_change=np.concatenate([p["lane_change"] for p in parts]),
-        width=np.concatenate([p["width"] for p in parts]), road_s=np.concatenate([p["road_s"] for p in parts]),
+        width=np.concatenate([p["width"] for p in parts]),
         segment_of=segment_of, tree=cKDTree(xy), index_of=index_of,
         segment_table=np.column_stack([start, count - 2, length / (count - 1), length]).astype(float),
+        last_lower=count - 2,
         sample_table=sample_table)
 
 

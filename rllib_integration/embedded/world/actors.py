@@ -55,7 +55,7 @@ class ActorTable:
                      "max_accel", "top_speed", "brake_decel", "drag_per_mass", "rolling_accel", "speed_limit",
                      "walker_speed", "mass")  # mass in kg, for exchanging momentum in collisions
     INT_COLUMNS = ("gear", "parent_row")
-    BOOL_COLUMNS = ("alive", "simulate_physics", "on_ground", "jump")
+    BOOL_COLUMNS = ("alive", "simulate_physics", "on_ground", "jump", "collisions_disabled")
 
     def __init__(self) -> None:
         self.capacity = 0

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 PATH_DISTANCES_M = np.concatenate([np.arange(0.0, 24.0, 1.5), np.arange(24.0, 60.0, 3.0), np.arange(60.0, 150.1, 7.5)])
 TRACK_WINDOW_M = np.arange(-1.5, 1.51, 0.5)  # around the predicted position, where the car is looked for
+TRACK_POINTS = int(np.searchsorted(PATH_DISTANCES_M, 6.0)) + 1   # last tick's route points covering 6 m
 LOST_DISTANCE_M = 3.0            # further from its route than this (beyond a lane change): re-locate the car
 COMFORT_ACCEL_MPS2 = 2.5
 COMFORT_DECEL_MPS2 = 3.5         # planning deceleration for limits, curves, stop lines, leaders
@@ -69,11 +70,11 @@ LANE_CHANGE_LATERAL_MARGIN_M = 0.3
 OVERTAKE_SPEED_RATIO = 0.6       # pass a leader slower than this share of one's own cruise speed ...
 OVERTAKE_DISTANCE_M = 25.0       # ... when it is this close (plus one second of travel)
 OVERTAKE_MIN_CRUISE_MPS = 3.0
-OBSTACLE_REACH_MIN_M = 30.0      # corridor length: stopping distance plus this, at least ...
-OBSTACLE_REACH_MAX_M = float(PATH_DISTANCES_M[-1])
+OBSTACLE_REACH_MARGIN_M = 20.0   # corridor length: stopping distance plus this (>= headway gap + distance) ...
+OBSTACLE_REACH_MAX_M = float(PATH_DISTANCES_M[-1])   # ... up to the end of the sampled route
+OBSTACLE_LOOK_PAST_M = 5.0       # near a junction the corridor reaches this far past the room needed after it
 HERO_ROLES = ("hero", "ego_vehicle")
 PATH_SEARCH_DEPTH = 24           # segments searched to join two custom-path points
-ROAD_OPTION_VOID, ROAD_OPTION_LANE_FOLLOW = 0, 4
 TURN_OPTIONS = (TURN_LEFT, TURN_RIGHT, TURN_STRAIGHT)
 
 
@@ -89,6 +90,10 @@ class Autopilot:
         self.options: dict[int, deque] = {}         # actor id -> road options at junctions (set_imported_route)
         self.ignored_pairs: set[tuple[int, int]] = set()
         self._vehicle_rows: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
+        self._previous: tuple | None = None   # last tick's first route points (xy, yaw, curvature)
+        self._own: tuple | None = None
+        self._row_split: tuple | None = None
+        self._settings_cache: tuple | None = None
         self._bodies: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
         self._heroes: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
 
@@ -142,6 +147,7 @@ class Autopilot:
         """One per-vehicle setting; vehicles not (yet) registered keep no setting, as in CARLA."""
         if int(actor_id) in self.fleet.index_of:
             getattr(self.fleet, name)[self.index(actor_id)] = value
+            self.fleet.touch()
 
     def ignore_collisions(self, actor_id: int, other_id: int, detect: bool) -> None:
         pair = (int(actor_id), int(other_id))
@@ -169,6 +175,7 @@ class Autopilot:
             plan.clear()
         plan.extend(chain)
         self.fleet.route[index, 1:] = -1
+        self.fleet.touch()
         self._refill(graph)
 
     def set_route(self, actor_id: int, options: bytes, clear: bool) -> None:
@@ -180,6 +187,7 @@ class Autopilot:
             queue.clear()
         queue.extend(int(option) for option in options)
         self.fleet.route[self.index(actor_id), 1:] = -1
+        self.fleet.touch()
         self._refill(lane_graph_for(self.world.town))
 
     def forget_plan(self, actor_id: int) -> None:
@@ -201,22 +209,27 @@ class Autopilot:
         """Segment and arc length of each vehicle row after a tick of dt: autopilot cars from their
         route (tracked before the physics moved them dt further), other vehicles located."""
         graph = lane_graph_for(self.world.town)
-        table = self.world.table
-        segment = np.zeros(len(rows), np.int64)
-        s = np.zeros(len(rows))
-        tracked = np.isin(rows, self.fleet.row)
-        if tracked.any():
-            order = np.argsort(self.fleet.row)
-            where = order[np.searchsorted(self.fleet.row[order], rows[tracked])]
-            here = self.fleet.route[where, 0]
-            ahead = self.fleet.s[where] + np.maximum(table.speed[rows[tracked]], 0.0) * dt
-            onward = (ahead > graph.length[here]) & (self.fleet.route[where, 1] >= 0)
-            segment[tracked] = np.where(onward, self.fleet.route[where, 1], here)
-            s[tracked] = np.where(onward, ahead - graph.length[here], ahead)
-        other = rows[~tracked]
-        if len(other):
-            segment[~tracked], s[~tracked], _ = graph.locate(table.location[other, :2],
-                                                            np.radians(table.rotation[other, 1]))
+        table, fleet = self.world.table, self.fleet
+        key = (table.version, fleet.version, len(rows))
+        if self._row_split is None or self._row_split[0] != key:
+            tracked = np.isin(rows, fleet.row)
+            order = np.argsort(fleet.row)
+            where = order[np.searchsorted(fleet.row[order], rows[tracked])] if tracked.any() else np.zeros(0, np.int64)
+            self._row_split = (key, tracked, where, rows[~tracked])
+        _, tracked, where, others = self._row_split
+        segment = np.empty(len(rows), np.int64)
+        s = np.empty(len(rows))
+        if len(where):
+            here = np.take(fleet.route[:, 0], where)
+            length = np.take(graph.length, here)
+            ahead = np.take(fleet.s, where) + np.maximum(table.speed[rows[tracked]], 0.0) * dt
+            following = np.take(fleet.route[:, 1], where)
+            onward = (ahead > length) & (following >= 0)
+            segment[tracked] = np.where(onward, following, here)
+            s[tracked] = np.where(onward, ahead - length, ahead)
+        if len(others):
+            segment[~tracked], s[~tracked], _ = graph.locate(table.location[others, :2],
+                                                             np.radians(table.rotation[others, 1]))
         return segment, s
 
     def _body_rows(self) -> np.ndarray:
@@ -251,45 +264,47 @@ class Autopilot:
         xy = table.location[rows, :2]
         yaw = np.radians(table.rotation[rows, 1])
         speed = table.speed[rows]
-        lateral, route_yaw = self._track(graph, xy, yaw, speed, dt)
+        lateral, route_yaw = self._track(graph, xy, speed, dt)
         settings = self._settings()
         bodies = self._bodies_now()
-        own = np.searchsorted(bodies.rows, rows)
-        length, half_width = table.extent[rows, 0] * 2.0, table.extent[rows, 1]
-        front = table.extent[rows, 0] + table.box_center[rows, 0]
+        own, length, half_width, front = self._own_bodies(bodies)
 
-        ends = route_geometry.slot_ends(graph, fleet.route)
+        plan = route_geometry.frame(graph, fleet.route)
         entry_slot, has_entry, inside = _junction_entries(graph, fleet.route)
-        rows_n = np.arange(len(fleet))
-        entry_distance = np.where(has_entry, ends[rows_n, entry_slot - 1] - fleet.s, np.inf)
+        entry_distance = np.where(has_entry, plan.ends[plan.rows[:, 0], entry_slot - 1] - fleet.s, np.inf)
         cruise_here = self._cruise(graph.speed_limit[fleet.route[:, 0]], settings)
-        if self._change_lanes(graph, bodies, own, settings, speed, xy, route_yaw, lateral, half_width,
-                              entry_distance, inside, cruise_here):
-            ends = route_geometry.slot_ends(graph, fleet.route)
+        if self._change_lanes(graph, bodies, own, speed, xy, route_yaw, lateral, half_width, entry_distance,
+                              inside, cruise_here):
+            plan = route_geometry.frame(graph, fleet.route)
             entry_slot, has_entry, inside = _junction_entries(graph, fleet.route)
-            entry_distance = np.where(has_entry, ends[rows_n, entry_slot - 1] - fleet.s, np.inf)
-            lateral, route_yaw = self._reproject(graph, xy, dt)
+            entry_distance = np.where(has_entry, plan.ends[plan.rows[:, 0], entry_slot - 1] - fleet.s, np.inf)
+            lateral, route_yaw = self._reproject(graph, plan, xy)
 
         distances = np.broadcast_to(PATH_DISTANCES_M, (len(fleet), len(PATH_DISTANCES_M)))
-        path = route_geometry.sample(graph, fleet.route, ends, fleet.s, distances)
+        path = route_geometry.sample(graph, plan, fleet.s, distances)
+        self._previous = (fleet.version, path.xy[:, :TRACK_POINTS], path.yaw[:, :TRACK_POINTS],
+                          path.curvature[:, :TRACK_POINTS])
         offset_path, _ = self._reference(settings, fleet.odometer[:, None] + distances)
-        reach = np.clip(speed * speed / (2.0 * COMFORT_DECEL_MPS2) + OBSTACLE_REACH_MIN_M,
-                        OBSTACLE_REACH_MIN_M, OBSTACLE_REACH_MAX_M)
+        reach = speed * speed / (2.0 * COMFORT_DECEL_MPS2) + OBSTACLE_REACH_MARGIN_M
+        # near a junction, also see past its exit: entering needs room there (don't block the box)
+        exit_room = self._exit_room(graph, plan, entry_slot, has_entry, entry_distance, length, front, settings)
+        near_entry = entry_distance < reach + JUNCTION_REQUEST_MARGIN_M + front
+        reach = np.minimum(np.where(near_entry, np.maximum(reach, exit_room + OBSTACLE_LOOK_PAST_M), reach),
+                           OBSTACLE_REACH_MAX_M)
         corridor = obstacles.Corridor(own, path.xy, path.yaw, distances, offset_path - half_width[:, None],
                                       offset_path + half_width[:, None], front, reach)
-        ignore = fleet.draws[:, :DRAW_WALKERS + 1] * 100.0 < np.stack(
-            [settings["ignore_lights"], settings["ignore_signs"], settings["ignore_vehicles"],
-             settings["ignore_walkers"]], axis=1)
+        ignore = fleet.draws[:, :DRAW_WALKERS + 1] * 100.0 < settings["ignore"]
         ahead = obstacles.nearest(corridor, bodies, ignore[:, DRAW_VEHICLES], ignore[:, DRAW_WALKERS],
                                   self._ignored_keys(bodies))
         fleet.lead_gap, fleet.lead_speed = ahead.gap, ahead.speed
 
-        stop_distance = self._junction_control(graph, entry_slot, has_entry, inside, entry_distance, front, length,
-                                               speed, ahead, settings, ignore, bodies)
-        last = np.maximum((fleet.route >= 0).sum(axis=1) - 1, 0)
-        dead_end = graph.succ_count[fleet.route[rows_n, last]] == 0
-        route_end = ends[rows_n, last] - fleet.s - front - STOP_LINE_MARGIN_M
-        stop_distance = np.minimum(stop_distance, np.where(dead_end, route_end, np.inf))
+        stop_distance = self._junction_control(graph, entry_slot, has_entry, inside, entry_distance, front,
+                                               exit_room, speed, ahead, ignore, bodies)
+        last_slot = plan.last[:, 0]
+        dead_end = graph.succ_count[fleet.route[plan.rows[:, 0], last_slot]] == 0
+        if dead_end.any():
+            route_end = plan.ends[plan.rows[:, 0], last_slot] - fleet.s - front - STOP_LINE_MARGIN_M
+            stop_distance = np.where(dead_end, np.minimum(stop_distance, route_end), stop_distance)
         target, accel = self._longitudinal(graph, path, settings, speed, stop_distance, ahead)
 
         kinematic = self._kinematic_mask(settings)
@@ -298,6 +313,17 @@ class Autopilot:
             self._move_kinematically(graph, kinematic, target, speed, dt)
             return np.setdiff1d(physics_rows, rows[kinematic], assume_unique=True)
         return physics_rows
+
+    def _own_bodies(self, bodies: obstacles.Bodies) -> tuple[np.ndarray, ...]:
+        """Each car's index among the bodies, its length, half width and origin-to-front distance
+        (cached until cars or actors change)."""
+        table = self.world.table
+        key = (self.fleet.version, table.version)
+        if self._own is None or self._own[0] != key:
+            rows = self.fleet.row
+            self._own = (key, (np.searchsorted(bodies.rows, rows), 2.0 * table.extent[rows, 0],
+                               table.extent[rows, 1].copy(), table.extent[rows, 0] + table.box_center[rows, 0]))
+        return self._own[1]
 
     # --- tracking -----------------------------------------------------------------------
 
@@ -324,34 +350,44 @@ class Autopilot:
         fleet.previous[indexes] = -1
         fleet.reserved[indexes] = -1
         fleet.shift_length[indexes] = 0.0
+        fleet.touch()
         self._refill(graph)
 
-    def _track(self, graph: LaneGraph, xy: np.ndarray, yaw: np.ndarray, speed: np.ndarray,
+    def _track(self, graph: LaneGraph, xy: np.ndarray, speed: np.ndarray,
                dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Advances each car's arc length to where it now is; returns its lateral offset from
-        the route (right positive) and the route's heading there."""
+        the route (right positive) and the route's heading there.
+
+        The car is looked for on the first metres of the route points sampled last tick (it
+        has moved at most a few metres since); after registrations, re-locations and lane
+        changes, on a window of fresh samples around where it should be.
+        """
         fleet = self.fleet
-        ends = route_geometry.slot_ends(graph, fleet.route)
-        window = np.maximum(speed, 0.0)[:, None] * dt + TRACK_WINDOW_M[None, :]
-        points = route_geometry.sample(graph, fleet.route, ends, fleet.s, window)
-        along, lateral, route_yaw, distance = route_geometry.project(points, window, xy)
+        if self._previous is not None and self._previous[0] == fleet.version:
+            _, points_xy, points_yaw, points_curvature = self._previous
+            distances = np.broadcast_to(PATH_DISTANCES_M[:TRACK_POINTS], points_yaw.shape)
+        else:
+            distances = np.maximum(speed, 0.0)[:, None] * dt + TRACK_WINDOW_M[None, :]
+            points = route_geometry.sample(graph, route_geometry.frame(graph, fleet.route), fleet.s, distances)
+            points_xy, points_yaw, points_curvature = points.xy, points.yaw, points.curvature
+        along, lateral, route_yaw, distance = route_geometry.project(points_xy, points_yaw, points_curvature,
+                                                                     distances, xy)
         fleet.s += along
         fleet.odometer += np.maximum(along, 0.0)
         shift, _ = self._shift(fleet.odometer)
         lost = distance > LOST_DISTANCE_M + np.abs(shift)
         if lost.any():
             self._locate(graph, np.flatnonzero(lost))
-            lateral, route_yaw = self._reproject(graph, xy, 0.0)
+            lateral, route_yaw = self._reproject(graph, route_geometry.frame(graph, fleet.route), xy)
         self._advance(graph)
         return lateral, route_yaw
 
-    def _reproject(self, graph: LaneGraph, xy: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    def _reproject(self, graph: LaneGraph, plan: route_geometry.RouteFrame,
+                   xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lateral offset and route heading at the cars' current arc lengths (no advance)."""
-        fleet = self.fleet
-        ends = route_geometry.slot_ends(graph, fleet.route)
-        window = np.broadcast_to(TRACK_WINDOW_M, (len(fleet), len(TRACK_WINDOW_M)))
-        points = route_geometry.sample(graph, fleet.route, ends, fleet.s, window)
-        _, lateral, route_yaw, _ = route_geometry.project(points, window, xy)
+        window = np.broadcast_to(TRACK_WINDOW_M, (len(self.fleet), len(TRACK_WINDOW_M)))
+        points = route_geometry.sample(graph, plan, self.fleet.s, window)
+        _, lateral, route_yaw, _ = route_geometry.project(points.xy, points.yaw, points.curvature, window, xy)
         return lateral, route_yaw
 
     def _advance(self, graph: LaneGraph) -> None:
@@ -403,6 +439,8 @@ class Autopilot:
                     continue
                 successors = graph.successors(int(route[slot - 1]))
                 chosen = self._planned_successor(graph, actor_id, successors)
+                if chosen is None and len(successors) == 1:
+                    chosen = int(successors[0])   # no choice to make: the plan waits for the next one
                 if chosen is None:
                     break
                 route[slot] = chosen
@@ -428,8 +466,12 @@ class Autopilot:
     # --- settings ---------------------------------------------------------------------
 
     def _settings(self) -> dict[str, np.ndarray]:
-        """Effective per-vehicle settings: a vehicle's own value, else its port's."""
+        """Effective per-vehicle settings: a vehicle's own value, else its port's (cached until a
+        setting or the fleet changes)."""
         fleet = self.fleet
+        key = (fleet.version, tuple((port, tuple(vars(settings).values())) for port, settings in self.ports.items()))
+        if self._settings_cache is not None and self._settings_cache[0] == key:
+            return self._settings_cache[1]
         ports = sorted(set(fleet.port.tolist()))
         settings = [self.port(p) for p in ports]
         which = np.searchsorted(ports, fleet.port)
@@ -440,16 +482,19 @@ class Autopilot:
         def own_or_port(own: np.ndarray, name: str) -> np.ndarray:
             return np.where(np.isnan(own), per_port(name), own)
 
-        return {
+        result = {
             "speed_difference": own_or_port(fleet.speed_difference_pct, "speed_difference_pct"),
             "distance": own_or_port(fleet.distance_to_leader, "distance_to_leader_m"),
             "lane_offset": own_or_port(fleet.lane_offset, "lane_offset_m"),
             "hybrid": per_port("hybrid_physics") > 0.5,
             "hybrid_radius": per_port("hybrid_radius_m"),
-            "desired_speed": fleet.desired_speed,
-            "ignore_lights": fleet.ignore_lights_pct, "ignore_signs": fleet.ignore_signs_pct,
-            "ignore_vehicles": fleet.ignore_vehicles_pct, "ignore_walkers": fleet.ignore_walkers_pct,
+            "desired_speed": fleet.desired_speed.copy(),
+            # percentages of ignoring lights, signs, vehicles, walkers (columns DRAW_LIGHTS ... DRAW_WALKERS)
+            "ignore": np.stack([fleet.ignore_lights_pct, fleet.ignore_signs_pct, fleet.ignore_vehicles_pct,
+                                fleet.ignore_walkers_pct], axis=1),
         }
+        self._settings_cache = (key, result)
+        return result
 
     @staticmethod
     def _cruise(limit: np.ndarray, settings: dict[str, np.ndarray]) -> np.ndarray:
@@ -486,17 +531,19 @@ class Autopilot:
 
     def _shift(self, odometer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lane-change offset (m, right positive) and its slope at odometer readings (one per
-        car, or (cars, distances)): a half-cosine from the full offset to zero."""
+        car, or (cars, distances)): a half-cosine from the full offset to zero. Computed for the
+        few cars changing lanes only."""
         fleet = self.fleet
-        active = fleet.shift_length > 0.0
-        if not active.any():
-            return np.zeros(np.shape(odometer)), np.zeros(np.shape(odometer))
+        offset, slope = np.zeros(np.shape(odometer)), np.zeros(np.shape(odometer))
+        active = np.flatnonzero(fleet.shift_length > 0.0)
+        if len(active) == 0:
+            return offset, slope
         shape = (-1,) + (1,) * (np.ndim(odometer) - 1)
-        span = np.where(active, fleet.shift_length, 1.0).reshape(shape)
-        u = np.clip((odometer - fleet.shift_start.reshape(shape)) / span, 0.0, 1.0)
-        amplitude = np.where(active, fleet.shift, 0.0).reshape(shape)
-        offset = amplitude * 0.5 * (1.0 + np.cos(np.pi * u))
-        slope = -amplitude * np.pi / (2.0 * span) * np.sin(np.pi * u) * (u < 1.0)
+        span = fleet.shift_length[active].reshape(shape)
+        u = np.clip((odometer[active] - fleet.shift_start[active].reshape(shape)) / span, 0.0, 1.0)
+        amplitude = fleet.shift[active].reshape(shape)
+        offset[active] = amplitude * 0.5 * (1.0 + np.cos(np.pi * u))
+        slope[active] = -amplitude * np.pi / (2.0 * span) * np.sin(np.pi * u) * (u < 1.0)
         return offset, slope
 
     def _reference(self, settings: dict[str, np.ndarray], odometer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -508,7 +555,7 @@ class Autopilot:
     # --- lane changes ---------------------------------------------------------------------
 
     def _change_lanes(self, graph: LaneGraph, bodies: obstacles.Bodies, own: np.ndarray,
-                      settings: dict[str, np.ndarray], speed: np.ndarray, xy: np.ndarray, route_yaw: np.ndarray,
+                      speed: np.ndarray, xy: np.ndarray, route_yaw: np.ndarray,
                       lateral: np.ndarray, half_width: np.ndarray, entry_distance: np.ndarray,
                       inside: np.ndarray, cruise: np.ndarray) -> bool:
         """Starts the lane changes that are asked for and safe; returns whether any started."""
@@ -562,6 +609,7 @@ class Autopilot:
         fleet.lane_change_after[chosen] = now + LANE_CHANGE_COOLDOWN_S
         fleet.force_lane_change[chosen] = 0
         fleet.draws[chosen, DRAW_LEFT] = fleet.draws[chosen, DRAW_RIGHT] = 1.0
+        fleet.touch()
         self._refill(graph)
         return True
 
@@ -589,10 +637,19 @@ class Autopilot:
 
     # --- junctions, lights, signs -------------------------------------------------------------
 
+    @staticmethod
+    def _exit_room(graph: LaneGraph, plan: route_geometry.RouteFrame, entry_slot: np.ndarray, has_entry: np.ndarray,
+                   entry_distance: np.ndarray, length: np.ndarray, front: np.ndarray,
+                   settings: dict[str, np.ndarray]) -> np.ndarray:
+        """Clear road a car needs ahead of its front to enter the coming junction: through the
+        junction path and its own length plus the distance setting beyond it."""
+        path = plan.route[plan.rows[:, 0], entry_slot]
+        return np.where(has_entry, entry_distance + graph.length[np.maximum(path, 0)] + length
+                        + settings["distance"] - front, np.inf)
+
     def _junction_control(self, graph: LaneGraph, entry_slot: np.ndarray, has_entry: np.ndarray, inside: np.ndarray,
-                          entry_distance: np.ndarray, front: np.ndarray, length: np.ndarray, speed: np.ndarray,
-                          ahead: obstacles.Obstacles, settings: dict[str, np.ndarray], ignore: np.ndarray,
-                          bodies: obstacles.Bodies) -> np.ndarray:
+                          entry_distance: np.ndarray, front: np.ndarray, exit_room: np.ndarray, speed: np.ndarray,
+                          ahead: obstacles.Obstacles, ignore: np.ndarray, bodies: obstacles.Bodies) -> np.ndarray:
         """Stop-line distance for each car (inf when it may go on): waits for lights, stop
         signs and junction reservations; grants reservations."""
         fleet = self.fleet
@@ -623,9 +680,8 @@ class Autopilot:
         if requesting.any():
             # Don't block the box: enter only if the car fits behind the obstacle ahead past the
             # junction, even should that obstacle brake to a stop from now on.
-            room_after = entry_distance + graph.length[path] + length + settings["distance"] - front
             leader_stops_at = ahead.gap + np.maximum(ahead.speed, 0.0) ** 2 / (2.0 * COMFORT_DECEL_MPS2)
-            exit_free = leader_stops_at >= room_after
+            exit_free = leader_stops_at >= exit_room
             candidates = np.flatnonzero(requesting & exit_free)
             granted = self._grant(graph, candidates, path[candidates], line[candidates], bodies)
             fleet.reserved[candidates[granted]] = path[candidates[granted]]
@@ -757,9 +813,8 @@ class Autopilot:
         rows = fleet.row[index]
         lower, upper = speed[index] - MAX_DECEL_MPS2 * dt, speed[index] + COMFORT_ACCEL_MPS2 * dt
         new_speed = np.maximum(np.clip(target[index], lower, upper), 0.0)
-        route = fleet.route[index]
-        ends = route_geometry.slot_ends(graph, route)
-        point = route_geometry.sample(graph, route, ends, fleet.s[index], (new_speed * dt)[:, None])
+        plan = route_geometry.frame(graph, fleet.route[index])
+        point = route_geometry.sample(graph, plan, fleet.s[index], (new_speed * dt)[:, None])
         heading, zeros = point.yaw[:, 0], np.zeros(len(rows))
         table.location[rows] = np.stack([point.xy[:, 0, 0], point.xy[:, 0, 1], point.z[:, 0]], axis=1)
         table.rotation[rows] = np.stack([zeros, np.degrees(route_geometry.wrap_angle(heading)), zeros], axis=1)

@@ -7,7 +7,7 @@ port's value".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,7 +33,6 @@ class PortSettings:
     respawn_dormant: bool = False
     respawn_bounds_m: tuple[float, float] = (25.0, 100.0)
     max_bounds_m: tuple[float, float] = (25.0, 100.0)
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 # name -> (dtype, default, trailing shape)
@@ -82,6 +81,7 @@ class Fleet:
         for name, (dtype, default, shape) in FIELDS.items():
             setattr(self, name, np.full((0, *shape), default, dtype))
         self.index_of: dict[int, int] = {}
+        self.version = 0   # bumped when vehicles come or go, or a route is replanned from scratch
 
     def __len__(self) -> int:
         return len(self.id)
@@ -101,5 +101,10 @@ class Fleet:
             setattr(self, name, getattr(self, name)[mask])
         self._reindex()
 
+    def touch(self) -> None:
+        """Marks per-vehicle caches (cached settings, last tick's route points) stale."""
+        self.version += 1
+
     def _reindex(self) -> None:
         self.index_of = {int(actor_id): i for i, actor_id in enumerate(self.id)}
+        self.touch()

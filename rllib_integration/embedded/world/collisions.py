@@ -10,7 +10,8 @@ came from), so a car that drove deep into a pedestrian pushes it forward, not si
 Each contact is resolved as a short impact of two rigid bodies: the boxes are pushed apart
 along the normal in inverse proportion to their masses, and momentum is exchanged along the
 normal with a coefficient of restitution. Vehicles whose physics is off are kinematic
-(infinite mass), as in CARLA. A vehicle keeps as speed the part of its new velocity along
+(infinite mass), and actors whose collisions are off (CARLA's AI walkers) take no part, as in
+CARLA. A vehicle keeps as speed the part of its new velocity along
 its heading (the bicycle model has no sideslip); what the impact adds across it, and the
 whole push a walker gets, becomes a sliding velocity that friction brings to rest.
 The normal impulse (N·s) of each contact is what the collision sensor reports.
@@ -70,7 +71,8 @@ class CollisionSystem:
         if self._version != table.version:
             size = table.size
             kinds = table.kind[:size]
-            self._rows = np.flatnonzero(table.alive[:size] & ((kinds == VEHICLE) | (kinds == WALKER)))
+            self._rows = np.flatnonzero(table.alive[:size] & ~table.collisions_disabled[:size]
+                                        & ((kinds == VEHICLE) | (kinds == WALKER)))
             # Walkers always yield to a push; vehicles only while their physics runs.
             self._dynamic = (table.kind[self._rows] == WALKER) | table.simulate_physics[self._rows]
             half = table.extent[self._rows]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
 
 LATERAL_MARGIN_M = 0.35     # clearance kept to a body beside the corridor
 NO_OBSTACLE_M = 1.0e9
@@ -56,8 +57,7 @@ def pairs_within(points: np.ndarray, targets: np.ndarray, radius: np.ndarray) ->
     """(point, target) index pairs closer than the point's radius: all pairs at once while the
     product is small, a k-d tree beyond."""
     if len(points) * len(targets) <= BRUTE_FORCE_PAIRS:
-        offset = points[:, None, :] - targets[None, :, :]
-        return np.nonzero(np.einsum("nmk,nmk->nm", offset, offset) <= (radius * radius)[:, None])
+        return np.nonzero(cdist(points, targets, "sqeuclidean") <= (radius * radius)[:, None])
     found = cKDTree(targets).query_ball_point(points, radius, return_sorted=False)
     lengths = np.fromiter(map(len, found), np.int64, len(points))
     other = np.fromiter(itertools.chain.from_iterable(found), np.int64, int(lengths.sum()))
@@ -78,45 +78,46 @@ def nearest(corridor: Corridor, bodies: Bodies, ignore_vehicles: np.ndarray, ign
     which = np.full(count, -1, np.int64)
     if count == 0 or len(bodies.rows) < 2:
         return Obstacles(gap, speed, which)
+    # np.take rather than fancy indexing for the gathers: several times faster on these shapes
     vehicle, other = pairs_within(corridor.xy[:, 0], bodies.xy, corridor.reach)
-    heading = corridor.yaw[vehicle, 0]
-    relative = bodies.xy[other] - corridor.xy[vehicle, 0]
+    heading = np.take(corridor.yaw[:, 0], vehicle)
+    relative = np.take(bodies.xy, other, axis=0) - np.take(corridor.xy[:, 0], vehicle, axis=0)
     # bodies behind the car's centre cannot be ahead on its route (short of a U-turn within reach)
-    keep = (other != corridor.body[vehicle]) & (relative[:, 0] * np.cos(heading) + relative[:, 1] * np.sin(heading)
-                                               > -bodies.half[other].max(axis=1))
-    keep &= ~np.where(bodies.walker[other], ignore_walkers[vehicle], ignore_vehicles[vehicle])
+    keep = ((other != np.take(corridor.body, vehicle))
+            & (relative[:, 0] * np.cos(heading) + relative[:, 1] * np.sin(heading) > -np.take(bodies.half[:, 0], other))
+            & ~np.where(np.take(bodies.walker, other), np.take(ignore_walkers, vehicle),
+                        np.take(ignore_vehicles, vehicle)))
     if len(ignored_pairs):
-        keys = corridor.body[vehicle] * len(bodies.rows) + other
-        keep &= ~np.isin(keys, ignored_pairs)
+        keep &= ~np.isin(np.take(corridor.body, vehicle) * len(bodies.rows) + other, ignored_pairs)
     vehicle, other = vehicle[keep], other[keep]
     if len(vehicle) == 0:
         return Obstacles(gap, speed, which)
 
     points = int(np.searchsorted(corridor.distance[0], corridor.reach.max(), side="right")) + 1
-    offset = bodies.xy[other][:, None, :] - corridor.xy[vehicle, :points]
+    route_points = np.ascontiguousarray(corridor.xy[:, :points])
+    offset = np.take(bodies.xy, other, axis=0)[:, None, :] - np.take(route_points, vehicle, axis=0)
     point = np.argmin(np.einsum("npk,npk->np", offset, offset), axis=1)
-    pair = np.arange(len(vehicle))
-    yaw = corridor.yaw[vehicle, point]
-    tangent = np.stack([np.cos(yaw), np.sin(yaw)], axis=1)
-    normal = np.stack([-np.sin(yaw), np.cos(yaw)], axis=1)
-    relative = offset[pair, point]
-    along = corridor.distance[vehicle, point] + np.einsum("nk,nk->n", relative, tangent)
-    lateral = np.einsum("nk,nk->n", relative, normal)
-    turn = bodies.yaw[other] - yaw
+    relative = offset[np.arange(len(vehicle)), point]
+    flat = vehicle * corridor.yaw.shape[1] + point
+    yaw = np.take(corridor.yaw, flat)
+    cos_yaw, sin_yaw = np.cos(yaw), np.sin(yaw)
+    along = np.take(corridor.distance, flat) + relative[:, 0] * cos_yaw + relative[:, 1] * sin_yaw
+    lateral = relative[:, 1] * cos_yaw - relative[:, 0] * sin_yaw
+    turn = np.take(bodies.yaw, other) - yaw
     cos_turn, sin_turn = np.abs(np.cos(turn)), np.abs(np.sin(turn))
-    half_length = bodies.half[other, 0] * cos_turn + bodies.half[other, 1] * sin_turn
-    half_width = bodies.half[other, 0] * sin_turn + bodies.half[other, 1] * cos_turn
-    blocking = ((along > 0.0) & (along - half_length < corridor.reach[vehicle])
-                & (lateral + half_width > corridor.low[vehicle, point] - LATERAL_MARGIN_M)
-                & (lateral - half_width < corridor.high[vehicle, point] + LATERAL_MARGIN_M))
+    half = np.take(bodies.half, other, axis=0)
+    half_length = half[:, 0] * cos_turn + half[:, 1] * sin_turn
+    half_width = half[:, 0] * sin_turn + half[:, 1] * cos_turn + LATERAL_MARGIN_M
+    blocking = ((along > 0.0) & (lateral + half_width > np.take(corridor.low, flat))
+                & (lateral - half_width < np.take(corridor.high, flat)))
     if not blocking.any():
         return Obstacles(gap, speed, which)
     vehicle, other = vehicle[blocking], other[blocking]
-    clearance = (along - half_length)[blocking] - corridor.front[vehicle]
-    closest = np.lexsort((clearance, vehicle))
-    first = closest[np.concatenate([[True], vehicle[closest][1:] != vehicle[closest][:-1]])]
-    chosen = vehicle[first]
-    gap[chosen] = clearance[first]
-    speed[chosen] = np.einsum("nk,nk->n", bodies.velocity[other[first]], tangent[blocking][first])
-    which[chosen] = other[first]
+    clearance = (along - half_length)[blocking] - np.take(corridor.front, vehicle)
+    np.minimum.at(gap, vehicle, clearance)
+    nearest_one = clearance == np.take(gap, vehicle)        # ties: either body will do
+    chosen, body = vehicle[nearest_one], other[nearest_one]
+    which[chosen] = body
+    moving = np.take(bodies.velocity, body, axis=0)
+    speed[chosen] = moving[:, 0] * cos_yaw[blocking][nearest_one] + moving[:, 1] * sin_yaw[blocking][nearest_one]
     return Obstacles(gap, speed, which)

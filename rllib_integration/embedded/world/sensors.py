@@ -3,8 +3,9 @@
 CARLA computes these inside the simulator and streams them; the client only decodes. World.tick
 asks for readings after the poses of attached actors are updated, so a reading's frame, time
 and pose are those of the snapshot that tick publishes. Sensors of one type live in parallel
-arrays, and each type is computed with numpy over all its sensors. Bodies are plain values
-(actors as ActorInfo); the protocol layer encodes them, and only for streams with listeners.
+arrays, and each type is computed with numpy over all its sensors that a client listens to
+(CARLA's sensors skip their tick without listeners). Bodies are plain values (actors as
+ActorInfo); the protocol layer encodes them.
 
 Conventions are the 0.9.16 simulator's: a collision event names the sensor's parent and the
 other actor, with the normal impulse (N·s) the parent received; an obstacle event names the
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import carla
 import numpy as np
@@ -129,6 +130,9 @@ class SensorSystem:
         origin = carla_map.transform_to_geolocation(carla.Location(0.0, 0.0, 0.0))
         self.geo_origin_deg = (origin.latitude, origin.longitude)
         self.imu_gravity_mps2 = STANDARD_GRAVITY_MPS2    # client.set_imui_sensor_gravity changes it
+        # Whether a stream id has listeners: CARLA's sensors skip their work (noise draws included)
+        # while nobody listens, though their sensor_tick clock runs on. Without a server, all listen.
+        self.listening: Callable[[int], bool] = lambda stream_id: True
         self._groups = {sensor_type: _Group(sensor_type) for sensor_type in PARAMETERS}
         self._candidates_version = -1
         self._candidates: tuple[np.ndarray, ...] = ()
@@ -150,9 +154,9 @@ class SensorSystem:
                                      (encoding.IMU_SENSOR_TYPE, self._imu)):
             group = self._groups[sensor_type]
             if group.infos:
-                indexes = group.due(world.elapsed_seconds)
-                if len(indexes):
-                    readings += compute(world, group, indexes)
+                indexes = [k for k in group.due(world.elapsed_seconds) if self.listening(group.infos[k].stream_id)]
+                if indexes:
+                    readings += compute(world, group, np.array(indexes, np.int64))
         return readings
 
     @staticmethod
@@ -171,7 +175,7 @@ class SensorSystem:
         table = world.table
         indexes, bodies = [], []
         for index, parent in enumerate(table.parent_row[group.rows]):
-            if parent < 0:
+            if parent < 0 or not self.listening(group.infos[index].stream_id):
                 continue
             for contact in np.flatnonzero((contacts.first == parent) | (contacts.second == parent)):
                 is_first = contacts.first[contact] == parent
@@ -236,7 +240,8 @@ class SensorSystem:
         if self._candidates_version != table.version:
             size = table.size
             kinds = table.kind[:size]
-            rows = np.flatnonzero(table.alive[:size] & table.extent[:size].any(axis=1)
+            rows = np.flatnonzero(table.alive[:size] & ~table.collisions_disabled[:size]
+                                  & table.extent[:size].any(axis=1)
                                   & ((kinds == VEHICLE) | (kinds == WALKER) | (kinds == TRAFFIC)))
             half = table.extent[rows]
             self._candidates = (rows, table.kind[rows] == TRAFFIC, half, table.box_center[rows],

@@ -252,8 +252,13 @@ class TrafficLights:
             facing = light >= 0
             where = position[present]
             block["has_traffic_light"][where] = facing
-            block["traffic_light_id"][where] = np.where(facing, self.light_ids[light], 0)
-            block["traffic_light_state"][where] = np.where(facing, self.state[light], encoding.TRAFFIC_LIGHT_GREEN)
+            if len(self.light_ids):   # np.where evaluates both branches: index only real lights
+                safe = np.maximum(light, 0)
+                block["traffic_light_id"][where] = np.where(facing, self.light_ids[safe], 0)
+                block["traffic_light_state"][where] = np.where(facing, self.state[safe], encoding.TRAFFIC_LIGHT_GREEN)
+            else:
+                block["traffic_light_id"][where] = 0
+                block["traffic_light_state"][where] = encoding.TRAFFIC_LIGHT_GREEN
 
 
 def _positions(live: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

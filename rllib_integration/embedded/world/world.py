@@ -267,6 +267,12 @@ class World:
             self.table.angular_velocity[info.row] = 0.0
             self.table.acceleration[info.row] = 0.0
 
+    def set_collisions(self, actor_id: int, enabled: bool) -> None:
+        """An actor without collisions passes through others and sweeps miss it (CARLA's AI walkers)."""
+        info = self.actor(actor_id)
+        self.table.collisions_disabled[info.row] = not enabled
+        self.table.version += 1
+
     # --- time ---------------------------------------------------------------
 
     def tick(self, dt: float | None = None) -> int:
