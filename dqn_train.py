@@ -73,13 +73,21 @@ def main() -> int:
     torch.set_num_threads(training["torch_threads"])
     dqn_config.debugging(log_level="ERROR")
 
-    ray.init(address="auto" if args.auto else None, include_dashboard=False, logging_level=logging.ERROR,
-             **({} if args.auto else {"object_store_memory": OBJECT_STORE_BYTES}))
+    try:
+        ray.init(address="auto" if args.auto else None, include_dashboard=False, logging_level=logging.ERROR,
+                 **({} if args.auto else {"object_store_memory": OBJECT_STORE_BYTES}))
+    except ConnectionError as error:
+        console.print(f"error: --auto: cannot reach a Ray cluster ({error}); start one with 'ray start --head' "
+                      "(or set RAY_ADDRESS), or leave out --auto to run a local one")
+        return EXIT_BAD_INPUT
     algo = evaluator = tensorboard = progress = None
     try:
         check_resources(dqn_config, ray.cluster_resources())
         seeds = list(range(evaluation["first_seed"], evaluation["first_seed"] + evaluation["episodes"]))
-        evaluator = Evaluator(config_file.env_config, seeds) if evaluation["interval"] else None
+        evaluator = Evaluator(config_file.env_config, seeds)   # its env also checks the env config, in the driver
+        if not evaluation["interval"]:
+            evaluator.close()
+            evaluator = None
         algo = dqn_config.build_algo()
         state = TrainingState()
         if restore_from is not None:

@@ -36,6 +36,7 @@ TOWN_NAME = "NullTown"
 EPISODE_ID = 1
 SPECTATOR_ID = 1
 CAR_ID = 2
+STILL_ACTOR_FIRST_ID = 1000
 CAR_BLUEPRINT = "vehicle.tesla.model3"
 CAR_EXTENT = (2.4, 1.0, 0.75)
 CAR_SEMANTIC_TAG = 14   # CityScapes "car"
@@ -93,8 +94,12 @@ def actor_record(actor_id: int, location: tuple[float, float, float]) -> bytes:
 class NullService:
     """Constant answers to the client loop's RPCs; a tick is a frame counter and one stream write."""
 
-    def __init__(self, streaming: StreamingServer) -> None:
+    def __init__(self, streaming: StreamingServer, still_actors: int = 0) -> None:
         self.streaming = streaming
+        # Records of still map actors (a town's traffic lights and signs), so the snapshot has the
+        # same size as the embedded server's and only the simulation work differs.
+        self.still_records = b"".join(actor_record(STILL_ACTOR_FIRST_ID + i, (0.0, 0.0, 0.0))
+                                      for i in range(still_actors))
         self.frame = 0
         self.settings: list[Any] = [False, False, encoding.optional(None), True, 0.01, 10, 0.0, True,
                                     3000.0, 2000.0, True]
@@ -125,7 +130,7 @@ class NullService:
         payload = (SENSOR_HEADER.pack(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.frame * DELTA_S,
                                       0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
                    + EPISODE_HEADER.pack(EPISODE_ID, time.monotonic(), DELTA_S, 0, 0, 0, flags)
-                   + self.records)
+                   + self.records + self.still_records)
         self.streaming.publish(EPISODE_STREAM_ID, payload, keep=True)
 
     # --- RPC handlers: constants, no world ---------------------------------------
@@ -211,9 +216,10 @@ async def tick_while_asynchronous(service: NullService) -> None:
             await asyncio.sleep(ASYNC_STEP_S)
 
 
-async def serve(host: str, rpc_port: int, streaming_port: int, rpc_log: TextIO | None = None) -> None:
+async def serve(host: str, rpc_port: int, streaming_port: int, rpc_log: TextIO | None = None,
+                still_actors: int = 0) -> None:
     streaming = StreamingServer()
-    service = NullService(streaming)
+    service = NullService(streaming, still_actors)
     dispatcher = rpc.Dispatcher(carla_metadata=True, wrap_responses=True)
     if rpc_log is not None:
         dispatcher.log = rpc.RpcLog(rpc_log)
@@ -239,10 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-carla-streaming-port", "--carla-streaming-port", dest="streaming_port", type=int, default=0)
     parser.add_argument("-carla-host", "--host", dest="host", default="127.0.0.1")
     parser.add_argument("--log-rpc", metavar="FILE", help="append one line per RPC call to FILE")
+    parser.add_argument("--still-actors", type=int, default=0,
+                        help="extra still actors in every snapshot (match the town's traffic lights and signs)")
     args = parser.parse_args(argv)
     rpc_log = open(args.log_rpc, "a", encoding="utf-8") if args.log_rpc else None
     try:
-        asyncio.run(serve(args.host, args.rpc_port, args.streaming_port, rpc_log))
+        asyncio.run(serve(args.host, args.rpc_port, args.streaming_port, rpc_log, args.still_actors))
     finally:
         if rpc_log is not None:
             rpc_log.close()

@@ -19,6 +19,7 @@ Usage:  make bench, or
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -191,9 +192,21 @@ class Server:
         return self.stderr.read().decode(errors="replace")[-chars:]
 
 
+@functools.lru_cache(maxsize=None)
+def map_actor_count(town: str) -> int:
+    """Actors a fresh episode of the town already has besides the spectator (traffic lights, signs):
+    the do-nothing server streams as many still records, so snapshots weigh the same on the wire."""
+    from rllib_integration.embedded.maps.town import load_town
+    from rllib_integration.embedded.maps.towns import find_town
+    from rllib_integration.embedded.world.world import World
+
+    return len(World(load_town(find_town(town))).actors) - 1
+
+
 def start_server(kind: str, town: str, profile_path: Path | None = None) -> Server:
     """Starts the embedded ('real') or do-nothing ('null') server on free ports, waits for its ready line."""
-    server_args = ["-carla-rpc-port=0", "-carla-streaming-port=0"] + ([f"--town={town}"] if kind == "real" else [])
+    server_args = ["-carla-rpc-port=0", "-carla-streaming-port=0"]
+    server_args += [f"--town={town}"] if kind == "real" else [f"--still-actors={map_actor_count(town)}"]
     if profile_path is not None:   # the same server inside this script's profiling wrapper
         command = [sys.executable, str(Path(__file__).resolve()), "--serve-profiled", kind, str(profile_path)]
     elif kind == "null":
@@ -410,6 +423,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nClient loop apply_control + tick + get_transform + get_velocity, one car, synchronous, "
           f"dt {FIXED_DELTA_S} s\n{report['steps']} timed steps after {report['warmup']} warm-up, "
           f"{report['repeats']} alternating repeats, {report['machine']['cpus']} CPUs, town {report['town']}")
+    print(f"  (the do-nothing server streams the same {map_actor_count(report['town'])} still map actors "
+          "as the town's traffic lights and signs, so only the simulation work differs)")
     print(f"  do-nothing server: median {t['null_median_steps_per_s']:7.0f} steps/s "
           f"({t['null_median_us_per_step']:.0f} us/step)  runs {', '.join(f'{v:.0f}' for v in t['null_steps_per_s'])}")
     print(f"  embedded server:   median {t['real_median_steps_per_s']:7.0f} steps/s "

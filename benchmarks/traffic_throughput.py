@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "rpc_and_client_ms": 1e3 * max(total - server_side["simulation_s"] - server_side["encoding_s"], 0.0)}
         split.append(row)
         print(f"{count} cars: {row['end_to_end_ms']:.2f} ms/tick", file=sys.stderr, flush=True)
-    return {"machine": {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}, "town": args.town, "cars": args.cars, "ticks": args.ticks,
+    return {"machine": {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
+            "town": args.town, "cars": args.cars, "ticks": args.ticks,
             "ticks_per_s": [r["ticks_per_s"] for r in runs], "median_ticks_per_s": median,
             "goal_ticks_per_s": GOAL_TICKS_PER_S, "pass": median >= GOAL_TICKS_PER_S,
             "scale_town": args.scale_town, "cost_split": split}
@@ -215,7 +216,8 @@ def print_report(report: dict[str, Any]) -> None:
           "simulation and encoding: CPU time, rpc+client: the difference):")
     print(f"  {'cars':>5} {'total':>7} {'simulation':>11} {'(autopilot)':>12} {'encoding':>9} {'rpc+client':>11}")
     for row in report["cost_split"]:
-        print(f"  {row['cars']:5d} {row['end_to_end_ms']:7.2f} {row['simulation_ms']:11.2f} {row['autopilot_ms']:12.2f} "
+        print(f"  {row['cars']:5d} {row['end_to_end_ms']:7.2f} {row['simulation_ms']:11.2f} "
+              f"{row['autopilot_ms']:12.2f} "
               f"{row['encoding_ms']:9.2f} {row['rpc_and_client_ms']:11.2f}")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from .dqn_experiment import ENDINGS, INTERRUPTED
 
 Policy = Callable[[np.ndarray], int]
+EVALUATIONS_FILE = "evaluations.jsonl"   # dqn_train.py's log of its evaluations, in the run folder
 M_PER_KM = 1000.0
 
 

@@ -31,12 +31,11 @@ from rllib_integration.carla_env import CarlaEnv
 from rllib_integration.errors import ConfigError
 
 from .dqn_inference_model import POLICY_FILE, GreedyPolicy, load_network, save_policy
-from .evaluation import aggregate, describe, evaluate, score
+from .evaluation import EVALUATIONS_FILE, aggregate, describe, evaluate, score
 
 CHECKPOINT_PREFIX = "checkpoint_"
 BEST = "best"
 STATE_FILE = "training_state.json"
-EVALUATIONS_FILE = "evaluations.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 RLLIB_MODULE_DIR = Path("learner_group", "learner", "rl_module", "default_policy")   # inside a checkpoint
 SIGNAL_REPEAT_S = 1.0        # SIGINTs this close together are one Ctrl-C (Ray's processes echo it)

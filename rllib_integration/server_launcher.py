@@ -2,9 +2,10 @@
 
 One launcher for both backends: the embedded server (`python -m rllib_integration.embedded`)
 and a real CARLA (`CarlaUE4.sh`) take the same flags, so only the executable differs. Each
-server runs in its own process group and is stopped with os.killpg on that group alone: on
-stop(), at interpreter exit and on SIGTERM/SIGINT. Nothing is ever killed by name, so other
-users' CARLA servers on the same machine survive.
+server runs in its own process group, led by server_guard (which ends the group if this process
+dies without cleaning up), and is stopped with os.killpg on that group alone: on stop(), at
+interpreter exit and on SIGTERM/SIGINT. Nothing is ever killed by name, so other users' CARLA
+servers on the same machine survive.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .errors import ConfigError, NoFreePortError, ServerStartError
 
 BACKENDS = ("embedded", "carla")
 EMBEDDED_MODULE = "rllib_integration.embedded"
+GUARD_MODULE = "rllib_integration.server_guard"   # leads the server's process group, ends it with us
 CARLA_SCRIPT = "CarlaUE4.sh"
 READY_POLL_S = 0.1            # pause between two readiness probes
 VERSION_PROBE_TIMEOUT_S = 2.0  # client timeout of one get_server_version probe
@@ -151,18 +153,14 @@ class ServerLauncher:
         command = [*self.settings.executable, *server_arguments(self.settings, self.rpc_port, self.streaming_port)]
         descriptor, log_name = tempfile.mkstemp(prefix="carla-server-", suffix=".log")
         self._log_path = Path(log_name)
-        environment = dict(os.environ)
-        if self.settings.is_embedded:
-            environment["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, environment.get("PYTHONPATH")]))
-        try:
-            with os.fdopen(descriptor, "wb") as log:
-                self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                                env=environment, start_new_session=True)
-        except OSError as error:
-            self._release()
-            raise ServerStartError(f"cannot run {command[0]}: {error}") from None
+        environment = dict(os.environ)   # the guard (and the embedded server) import this package
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, environment.get("PYTHONPATH")]))
+        with os.fdopen(descriptor, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", GUARD_MODULE, str(os.getpid()), *command],
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            env=environment, start_new_session=True)
         _register(self)
-        logger.info("launched %s (pid %d): %s", self.description, self.process.pid, " ".join(command))
+        logger.info("launched %s (process group %d): %s", self.description, self.process.pid, " ".join(command))
         try:
             self._wait_until_ready()
         except BaseException:
@@ -201,25 +199,26 @@ class ServerLauncher:
                 raise ServerStartError(
                     f"{self.description} did not answer on {where} within {timeout_s:g} s; raise 'startup_timeout' "
                     f"in the 'carla' config if it is just slow to start; its last output:\n{self.log_tail()}")
-            if self._probe_version(min(remaining, VERSION_PROBE_TIMEOUT_S)) is not None:
+            if self._answers(min(remaining, VERSION_PROBE_TIMEOUT_S)):
                 return
             time.sleep(READY_POLL_S)
 
-    def _probe_version(self, timeout_s: float) -> str | None:
-        """The server's version, or None while it does not answer yet.
+    def _answers(self, timeout_s: float) -> bool:
+        """Whether the server answers get_server_version yet.
 
         A plain TCP connect first: it is cheap, and the carla client is only used once something listens.
         """
         try:
             socket.create_connection((self.settings.host, self.rpc_port), CONNECT_PROBE_TIMEOUT_S).close()
         except OSError:
-            return None
+            return False
         client = carla.Client(self.settings.host, self.rpc_port)
         client.set_timeout(max(timeout_s, READY_POLL_S))
         try:
-            return client.get_server_version()
+            client.get_server_version()
         except RuntimeError:
-            return None
+            return False
+        return True
 
     def exit_status(self) -> str | None:
         """None while the server runs, else how it ended ("exited with code 2", "was killed by SIGKILL").
@@ -229,8 +228,6 @@ class ServerLauncher:
         """
         if self.process is None:
             return "was not started"
-        if self.process.returncode is not None:
-            return _describe_exit(os.CLD_EXITED, self.process.returncode)
         try:
             info = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:   # reaped behind our back (SIGCHLD ignored): gone all the same
@@ -284,7 +281,7 @@ class ServerLauncher:
 def _describe_exit(code: int, status: int) -> str:
     if code == os.CLD_EXITED:
         return f"exited with code {status}"
-    if code == getattr(os, "CLD_KILLED", None) or code == getattr(os, "CLD_DUMPED", None):
+    if code in (os.CLD_KILLED, os.CLD_DUMPED):
         return f"was killed by {signal.Signals(status).name}"
     return f"ended (wait code {code}, status {status})"
 

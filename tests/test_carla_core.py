@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core_harness import alive, group_members, launches, make_carla_root, run_script
+from core_harness import group_members, launches, make_carla_root, run_script
 from rllib_integration.errors import ConfigError, SensorTimeoutError
 from rllib_integration.helper import join_dicts, parse_transform, post_process_image
 from rllib_integration.sensors.sensor_interface import SensorInterface
@@ -70,7 +70,7 @@ def test_world_hero_sensors_and_spectator_follow_the_config(tmp_path):
     assert out["spectator"] < 12.0
     assert len(out["heroes"]) == 1 and out["heroes"][0] != out["first_hero"]
     assert out["sensors"] == 2
-    assert not alive(out["pid"])
+    assert group_members(out["pid"]) == []
 
 
 def test_per_tick_sensors_and_the_birdview_arrive_for_every_ticked_frame(tmp_path):
@@ -190,7 +190,7 @@ def test_bad_settings_are_reported_with_the_setting_and_the_fix(tmp_path):
     assert "hero.sensors.front: the simulator refused sensor.camera.rgb" in errors["camera"]
     assert "use backend 'carla'" in errors["camera"]
     assert out["ticks"] == 3
-    assert not alive(out["pid"])
+    assert group_members(out["pid"]) == []
 
 
 KILL_MID_EPISODE = """
@@ -225,8 +225,8 @@ def test_a_killed_real_backend_server_is_relaunched_and_stepping_goes_on(tmp_pat
     assert step == 30 and truncated and not terminated
     assert "was killed by SIGKILL" in message and "relaunched" in message
     assert out["steps"] == 120 and out["episodes"] >= 3
-    assert [record["pid"] for record in launches(root)] == out["pids"]
-    assert not any(alive(pid) or group_members(pid) for pid in out["pids"])
+    assert [record["pgid"] for record in launches(root)] == out["pids"]
+    assert not any(group_members(pgid) for pgid in out["pids"])
 
 
 def test_a_hung_server_is_stopped_and_relaunched_after_the_client_timeout(tmp_path):
@@ -236,7 +236,7 @@ def test_a_hung_server_is_stopped_and_relaunched_after_the_client_timeout(tmp_pa
     assert len(out["interruptions"]) == 1, result.describe()
     assert "time-out of 1000ms" in out["interruptions"][0][1]
     assert len(launches(root)) == 2
-    assert not any(alive(pid) for pid in out["pids"])
+    assert not any(group_members(pgid) for pgid in out["pids"])
 
 
 def test_when_relaunches_run_out_the_error_says_so(tmp_path):
@@ -254,7 +254,7 @@ def test_when_relaunches_run_out_the_error_says_so(tmp_path):
     """)
     assert result.last["error"].startswith("ServerUnavailableError: the simulator failed"), result.describe()
     assert "0 relaunches ('retries_on_error')" in result.last["error"]
-    assert not alive(result.last["pid"])
+    assert group_members(result.last["pid"]) == []
 
 
 # --- in-process pieces: sensor interface and helpers ------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core_harness import alive, run_script
+from core_harness import group_members, run_script
 from rllib_integration import ports
 from rllib_integration.carla_env import CarlaEnv
 from rllib_integration.errors import ConfigError
@@ -97,7 +97,7 @@ def test_close_leaves_no_server_port_or_thread(tmp_path):
     emit(dict(opened, before=before, after=threads(), python_threads=[t.name for t in threading.enumerate()]))
     """)
     out = result.last
-    assert not alive(out["pid"]), result.describe()
+    assert group_members(out["pid"]) == [], result.describe()
     assert all(ports.is_free(port) for port in out["ports"])
     assert out["python_threads"] == ["MainThread"]
     assert out["threads"] > out["before"] and out["after"] <= out["before"] + 1

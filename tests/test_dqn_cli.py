@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +91,12 @@ def marker() -> str:
     yield value
     for pid in marked_processes(value):   # a failed test must not leave its processes to the next ones
         os.kill(pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def command_env(marker: str) -> dict[str, str]:
@@ -213,3 +221,36 @@ def test_checkpoints_that_do_not_fit_are_refused(tmp_path, marker):
     if not torch.cuda.is_available():
         one_line_error(run(marker, "dqn_inference.py", config, str(tmp_path), "-d", "cuda"), "no CUDA GPU")
     assert_nothing_left(marker)
+
+
+def test_auto_connects_to_a_running_cluster_and_leaves_it_running(tmp_path, marker):
+    head_marker = uuid.uuid4().hex
+    port = free_port()
+    temp_dir = Path(f"/tmp/rt-{head_marker[:8]}")   # short: Ray's socket paths must stay under 108 bytes
+    # A loopback-only test cluster; without this, a ray.init() elsewhere on the machine may rotate the
+    # shared token in ~/.ray between the head's start and the driver's connection.
+    no_token = {"RAY_AUTH_MODE": "disabled"}
+    head = subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
+                           "--node-ip-address=127.0.0.1",
+                           "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                           f"--temp-dir={temp_dir}"], env=dict(command_env(head_marker), **no_token), capture_output=True, text=True,
+                          timeout=120)
+    try:
+        assert head.returncode == 0, head.stdout + head.stderr
+        env = dict(command_env(marker), RAY_ADDRESS=f"127.0.0.1:{port}", **no_token)
+        trained = subprocess.run([sys.executable, "dqn_train.py", str(tiny_config(tmp_path, 1)), "-d",
+                                  str(tmp_path / "runs"), "--auto", "--tboff"], cwd=REPO_ROOT, env=env,
+                                 capture_output=True, text=True, timeout=150)
+        assert trained.returncode == 0, trained.stdout + trained.stderr
+        assert "iter    1 |" in trained.stdout
+        assert_nothing_left(marker)
+        assert marked_processes(head_marker), "dqn_train.py --auto stopped the cluster it connected to"
+    finally:
+        for pid in marked_processes(head_marker):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while marked_processes(head_marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in marked_processes(head_marker):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -191,13 +191,12 @@ def test_two_real_backend_cores_launch_with_carla_flags_on_distinct_ports(tmp_pa
     all_ports = [port for core_ports in opened["ports"] for port in core_ports]
     assert len(set(all_ports)) == 6
     records = launches(root)
-    assert [record["pid"] for record in records] == opened["pids"]
+    assert [record["pgid"] for record in records] == opened["pids"]   # the group each launcher leads
     for record, (rpc, streaming, _) in zip(records, opened["ports"]):
-        assert record["pgid"] == record["pid"]   # its own process group
         assert record["args"] == [f"-carla-rpc-port={rpc}", f"-carla-streaming-port={streaming}",
                                   "-quality-level=Low", "-ResX=600", "-ResY=600", "-RenderOffScreen",
                                   "-graphicsadapter=1", "-carla-primary-port=0"]
-        assert not alive(record["pid"])
+        assert not alive(record["pid"]) and group_members(record["pgid"]) == []
     assert all(ports.is_free(port) for port in all_ports)
 
 
@@ -262,6 +261,24 @@ def test_a_signal_stops_our_server_and_leaves_a_foreign_carla_running(tmp_path, 
     assert alive(foreign_carla.pid)
 
 
+def test_a_killed_training_process_leaves_no_server_behind(tmp_path, foreign_carla):
+    root = make_carla_root(tmp_path)
+    script = start_script(tmp_path, WAIT_WITH_A_CORE.format(root=str(root), then="time.sleep(120)"))
+    try:
+        server = read_result(script)
+        script.kill()   # SIGKILL: no atexit, no signal handler
+        script.wait(timeout=10)
+        deadline = time.monotonic() + 10.0
+        while group_members(server["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        script.kill()
+        script.wait()
+    assert group_members(server["pid"]) == []
+    assert not alive(launches(root)[0]["pid"])
+    assert alive(foreign_carla.pid)
+
+
 def test_interpreter_exit_without_close_stops_the_server_on_configured_ports(tmp_path, foreign_carla):
     root = make_carla_root(tmp_path)
     rpc, streaming, tm = ports.claim_ports(3)
@@ -282,6 +299,7 @@ def test_a_server_that_cannot_be_run_is_reported_and_its_ports_given_back(tmp_pa
     script.write_text("not a program\n")
     script.chmod(0o755)
     launcher = ServerLauncher(LaunchSettings.from_config(carla_config(backend="carla", server_path=str(script))))
-    with pytest.raises(ServerStartError, match=f"cannot run {script}: .*Exec format error"):
+    with pytest.raises(ServerStartError, match=f"(?s)exited with code 127 before answering.*cannot run {script}: "
+                                               ".*Exec format error"):
         launcher.start()
     assert launcher.process is None and launcher._ports == []

@@ -44,7 +44,10 @@ def spawn_autopilot(transforms, blueprints=("vehicle.tesla.model3",)):
 # Five-minute run, checked from the snapshots every tick. A car counts as stuck when it has not
 # moved (< 0.1 m/s) for STUCK_LIMIT_S while it was neither at a red or yellow light nor behind a
 # stopped leader that is itself waiting for a good reason (the chain must end at a red light:
-# a gridlock, where the chain loops or ends at a car waiting for nothing, counts as stuck).
+# a gridlock, where the chain loops or ends at a car waiting for nothing, counts as stuck). A
+# leader is the nearest stopped car within 15 m ahead, heading the same way (within 45 degrees),
+# in a band that widens with distance (curves). Waits at a green light for a gap in crossing
+# traffic, or for room behind a queue past the junction, count as stuck time.
 LONG_RUN = """
 import numpy as np
 import math
@@ -126,7 +129,8 @@ for tick in range(TICKS):
             rel = xy - xy[k]
             ahead = rel[:, 0] * math.cos(yaw[k]) + rel[:, 1] * math.sin(yaw[k])
             side = -rel[:, 0] * math.sin(yaw[k]) + rel[:, 1] * math.cos(yaw[k])
-            mask = (ahead > 0.5) & (ahead < 15.0) & (np.abs(side) < 2.5) & stopped
+            same_way = np.cos(yaw - yaw[k]) > math.cos(math.radians(45.0))
+            mask = (ahead > 0.5) & (ahead < 15.0) & (np.abs(side) < 2.5 + 0.15 * ahead) & same_way & stopped
             if mask.any():
                 leader[k] = int(np.flatnonzero(mask)[np.argmin(ahead[mask])])
         for _ in range(n):
@@ -257,7 +261,8 @@ leader_at, follower_at = next((p, behind[0]) for p in near_lights for behind in 
 leader, follower = spawn_autopilot([leader_at, follower_at])
 tm.distance_to_leading_vehicle(follower, DISTANCE)
 for _ in range(600): world.tick()
-gap = leader.get_location().distance(follower.get_location()) - leader.bounding_box.extent.x - follower.bounding_box.extent.x
+gap = (leader.get_location().distance(follower.get_location())
+       - leader.bounding_box.extent.x - follower.bounding_box.extent.x)
 emit({"gap": gap, "speeds": [leader.get_velocity().length(), follower.get_velocity().length()],
       "at_light": leader.is_at_traffic_light(), "state": str(leader.get_traffic_light_state())})
 """ + LIGHTS_BACK_TO_NORMAL
@@ -289,11 +294,13 @@ def test_ignore_lights_percentage_makes_cars_run_red_lights(server: ServerProces
 def test_forced_lane_change_moves_the_car_to_the_neighbour_lane(grid_city: ServerProcess) -> None:
     result = run_client(grid_city, SYNC_TM, """
     def same_way(w, other):
-        return other is not None and other.lane_type == carla.LaneType.Driving and (other.lane_id > 0) == (w.lane_id > 0)
+        return (other is not None and other.lane_type == carla.LaneType.Driving
+                and (other.lane_id > 0) == (w.lane_id > 0))
     start = None
     for p in points:
         w = town.get_waypoint(p.location)
-        if len(w.next_until_lane_end(2.0)) * 2.0 > 80.0 and (same_way(w, w.get_left_lane()) or same_way(w, w.get_right_lane())):
+        long_enough = len(w.next_until_lane_end(2.0)) * 2.0 > 80.0
+        if long_enough and (same_way(w, w.get_left_lane()) or same_way(w, w.get_right_lane())):
             start, left = p, same_way(w, w.get_left_lane())
             break
     car = spawn_autopilot([start])[0]

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import carla
+import numba
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .road_grid import CELL_M, REACH_M, RoadGrid, build_road_grid
 from .xodr_records import KMH_TO_MPS, XodrRecords, scan
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class LaneGraph:
     width: np.ndarray           # (P,) lane width, m
     segment_of: np.ndarray      # (P,) segment of each sample
     tree: cKDTree               # over xy
+    grid: RoadGrid              # over xy, for the compiled locate
     index_of: dict[tuple[int, int, int], int]
     # The same numbers packed for the autopilot's gathers (one fancy index instead of several):
     segment_table: np.ndarray   # (S, 4) start, last lower sample (count - 2), spacing, length
@@ -93,7 +96,22 @@ class LaneGraph:
         return lower + (np.take(self.sample_table, index + 1, axis=0) - lower) * fraction[..., None]
 
     def locate(self, xy: np.ndarray, yaw_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Nearest lane going the pose's way: segment, arc length along it, distance from its centre."""
+        """Nearest lane going the pose's way: segment, arc length along it, distance from its centre.
+
+        Poses on a road are answered by a compiled search of the nearby samples (the call
+        runs every tick for every vehicle); poses off every road by the k-d tree."""
+        segment, s, distance = np.empty(len(xy), np.int64), np.empty(len(xy)), np.empty(len(xy))
+        grid = self.grid
+        found = _locate_kernel(grid.origin, grid.shape, grid.starts, grid.members, self.xy, self.yaw,
+                               self.segment_of, self.start, self.spacing, self.length,
+                               np.ascontiguousarray(xy, dtype=np.float64), np.ascontiguousarray(yaw_rad, dtype=np.float64),
+                               segment, s, distance)
+        if not found.all():
+            lost = ~found
+            segment[lost], s[lost], distance[lost] = self._locate_far(xy[lost], yaw_rad[lost])
+        return segment, s, distance
+
+    def _locate_far(self, xy: np.ndarray, yaw_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = min(LOCATE_CANDIDATES, len(self.xy))
         distance, index = self.tree.query(xy, k=k)
         distance, index = distance.reshape(len(xy), k), index.reshape(len(xy), k)
@@ -273,7 +291,7 @@ def build_lane_graph(carla_map: carla.Map, records: XodrRecords) -> LaneGraph:
         z=sample_table[:, 2], yaw=sample_table[:, 3], curvature=sample_table[:, 4],
         lane_change=np.concatenate([p["lane_change"] for p in parts]),
         width=np.concatenate([p["width"] for p in parts]),
-        segment_of=segment_of, tree=cKDTree(xy), index_of=index_of,
+        segment_of=segment_of, tree=cKDTree(xy), grid=build_road_grid(sample_table[:, :3]), index_of=index_of,
         segment_table=np.column_stack([start, count - 2, length / (count - 1), length]).astype(float),
         last_lower=count - 2,
         sample_table=sample_table)
@@ -314,3 +332,38 @@ def _junction_conflicts(xy: np.ndarray, segment_of: np.ndarray, junction: np.nda
         conflict[junction_index[first], junction_index[second]] = True
         conflict[junction_index[second], junction_index[first]] = True
     return junction_index, conflict
+
+
+@numba.njit(cache=True)
+def _locate_kernel(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start, seg_spacing,
+                   seg_length, xy, yaw, out_segment, out_s, out_distance):
+    """LaneGraph.locate for poses within REACH_M of a lane: cost = distance + penalty x heading error."""
+    found = np.zeros(len(xy), dtype=np.bool_)
+    for q in range(len(xy)):
+        x, y = xy[q, 0], xy[q, 1]
+        cx = int(np.floor((x - origin[0]) / CELL_M))
+        cy = int(np.floor((y - origin[1]) / CELL_M))
+        if cx < 0 or cy < 0 or cx >= shape[0] or cy >= shape[1]:
+            continue
+        cell = cx * shape[1] + cy
+        best, best_cost, best_distance = -1, np.inf, 0.0
+        for k in range(starts[cell], starts[cell + 1]):
+            i = members[k]
+            dx, dy = lane_xy[i, 0] - x, lane_xy[i, 1] - y
+            distance = math.sqrt(dx * dx + dy * dy)
+            if distance > REACH_M:
+                continue
+            error = abs((lane_yaw[i] - yaw[q] + math.pi) % (2.0 * math.pi) - math.pi)
+            cost = distance + HEADING_PENALTY_M * error
+            if cost < best_cost:
+                best, best_cost, best_distance = i, cost, distance
+        if best < 0:
+            continue
+        segment = segment_of[best]
+        along = (x - lane_xy[best, 0]) * math.cos(lane_yaw[best]) + (y - lane_xy[best, 1]) * math.sin(lane_yaw[best])
+        s = (best - seg_start[segment]) * seg_spacing[segment] + along
+        out_segment[q] = segment
+        out_s[q] = min(max(s, 0.0), seg_length[segment])
+        out_distance[q] = best_distance
+        found[q] = True
+    return found

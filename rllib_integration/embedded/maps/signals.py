@@ -110,7 +110,8 @@ def _trigger_box(stops: list[carla.Waypoint], location: tuple[float, float, floa
     cos_r, sin_r = abs(math.cos(relative)), abs(math.sin(relative))
     extent = (cos_r * half_across + sin_r * TRIGGER_HALF_LENGTH_M, sin_r * half_across + cos_r * TRIGGER_HALF_LENGTH_M,
               TRIGGER_HALF_HEIGHT_M)
-    box_location = (float(offset @ forward), float(offset @ right), float(centre[2] - location[2]) + TRIGGER_HALF_HEIGHT_M)
+    height = float(centre[2] - location[2]) + TRIGGER_HALF_HEIGHT_M
+    box_location = (float(offset @ forward), float(offset @ right), height)
     return box_location, extent
 
 

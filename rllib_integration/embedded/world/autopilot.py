@@ -15,11 +15,13 @@ Per tick, for all vehicles at once:
   4. enter junctions by reservation: a car may enter a junction path while no car holds a
      path that crosses or merges with it (lane_graph.conflict);
   5. longitudinal control: the highest speed from which the car can still stop (comfortably)
-     for every curve, limit, stop line and obstacle ahead, reached through an exact inverse of
-     the physics' force model;
-  6. lateral control: path-curvature feed-forward plus lateral and heading feedback whose
-     gains scale with speed so that the response is critically damped in distance travelled
-     (no oscillation at any speed), through the inverse of the physics' kinematic bicycle.
+     for every curve, limit, stop line and obstacle ahead, and the constant deceleration that
+     meets a binding stop line or leader exactly, through an exact inverse of the physics'
+     force model;
+  6. lateral control: the steer whose course over the coming step (the physics' kinematic
+     bicycle, body slip included) follows the route's heading there, turned toward the lane
+     centre by the lateral error over a speed-proportional distance: errors decay in distance
+     travelled without overshoot, at any speed, and curvature changes need no tuning.
 Hybrid physics moves cars far from the hero kinematically along their lane instead.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from scipy.spatial import cKDTree
 
 from ..maps.lane_graph import TURN_LEFT, TURN_RIGHT, TURN_STRAIGHT, LaneGraph, lane_graph_for
 from ..protocol import encoding
-from . import obstacles, route_geometry
+from . import obstacles, route_geometry, vehicle_physics
 from .actors import ActorKind
 from .autopilot_state import (DRAW_LEFT, DRAW_LIGHTS, DRAW_RIGHT, DRAW_SIGNS, DRAW_VEHICLES, DRAW_WALKERS,
                               RANDOM_DRAWS, ROUTE_SLOTS, Fleet, PortSettings)
@@ -567,7 +569,8 @@ class Autopilot:
                        & (fleet.lead_speed < OVERTAKE_SPEED_RATIO * cruise) & (cruise > OVERTAKE_MIN_CRUISE_MPS))
         to_right = fleet.draws[:, DRAW_RIGHT] * 100.0 < fleet.random_right_pct
         to_left = fleet.draws[:, DRAW_LEFT] * 100.0 < fleet.random_left_pct
-        wants = ((slow_leader | to_right | to_left | forced) & ((graph.left[segment] >= 0) | (graph.right[segment] >= 0))
+        has_neighbour = (graph.left[segment] >= 0) | (graph.right[segment] >= 0)
+        wants = ((slow_leader | to_right | to_left | forced) & has_neighbour
                  & ~inside & (fleet.shift_length == 0.0) & (speed > STANDSTILL_MPS)
                  & ((now >= fleet.lane_change_after) | forced))
         if not wants.any():
@@ -759,7 +762,7 @@ class Autopilot:
         peak, top = table.max_accel[rows], table.top_speed[rows]
         forward = np.maximum(speed, 0.0)
         pull = np.maximum(peak * (1.0 - forward / top) + (drag * top * top + rolling) * forward / top, 1e-3)
-        gravity = -9.81 * np.sin(np.radians(table.rotation[rows, 0]))
+        gravity = -vehicle_physics.GRAVITY_MPS2 * np.sin(np.radians(table.rotation[rows, 0]))
         need = accel + drag * speed * speed + rolling - gravity
         throttle = np.clip(need / pull, 0.0, 1.0)
         brake = np.clip(-need / table.brake_decel[rows], 0.0, 1.0)
@@ -774,12 +777,13 @@ class Autopilot:
         reference, slope = self._reference(settings, fleet.odometer)
         # route heading half-way through the step, between the path's first two points (yaw is continuous)
         first_step = PATH_DISTANCES_M[1] - PATH_DISTANCES_M[0]
-        halfway = path_yaw[:, 0] + route_geometry.wrap_angle(path_yaw[:, 1] - path_yaw[:, 0]) * (0.5 * travel / first_step)
+        turning = route_geometry.wrap_angle(path_yaw[:, 1] - path_yaw[:, 0])
+        halfway = path_yaw[:, 0] + turning * (0.5 * travel / first_step)
         distance = np.maximum(STEER_DISTANCE_MIN_M, forward * STEER_DISTANCE_TIME_S)
         course = halfway + np.arctan(slope) - np.arctan((lateral - reference) / distance)
         turn = route_geometry.wrap_angle(course - yaw)
         wheelbase = table.wheelbase[rows]
-        half = 0.5 * wheelbase
+        half = vehicle_physics.ORIGIN_FROM_REAR_AXLE * wheelbase
         curvature = turn / (0.5 * travel + half)
         for _ in range(STEER_NEWTON_STEPS):
             lever = 1.0 + (half * curvature) ** 2

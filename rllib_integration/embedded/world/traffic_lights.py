@@ -11,7 +11,7 @@ phase. Everything per tick is numpy over all groups, lights and vehicles.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -56,6 +56,7 @@ class TrafficLights:
         self.stop_rows, self.stop_ids = self._spawn(stops)
         self.index_of_id = {int(actor_id): i for i, actor_id in enumerate(self.light_ids)}
         self.frozen = False
+        self._position_cache: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
 
         group_keys = sorted({spec.group for spec in lights})
         self.group = np.array([group_keys.index(spec.group) for spec in lights], np.int64)
@@ -240,14 +241,14 @@ class TrafficLights:
             blocks["pole_index"][:lights] = self.pole_index
             blocks["time_is_frozen"][:lights] = self.frozen
             blocks["state"][:lights] = self.state
-            rows = np.concatenate([self.light_rows, self.stop_rows])
-            position, present = _positions(live, rows)
+            position, present = self._positions("signs", live, lambda: np.concatenate([self.light_rows, self.stop_rows]))
             # raw bytes: the record's vehicle-shaped block has no fields over the light's last 24 bytes
             raw = records.view(np.uint8).reshape(len(records), encoding.ACTOR_RECORD.itemsize)
-            raw[position[present], BLOCK_OFFSET:] = blocks[present].view(np.uint8).reshape(-1, encoding.ACTOR_DATA_BYTES)
+            raw_blocks = blocks[present].view(np.uint8).reshape(-1, encoding.ACTOR_DATA_BYTES)
+            raw[position[present], BLOCK_OFFSET:] = raw_blocks
         if len(self._vehicle_rows):
-            position, present = _positions(live, self._vehicle_rows)
-            present &= self.world.table.kind[self._vehicle_rows] == ActorKind.VEHICLE
+            position, present = self._positions("vehicles", live, lambda: self._vehicle_rows)
+            present = present & (self.world.table.kind[self._vehicle_rows] == ActorKind.VEHICLE)
             light = self._vehicle_light[present]
             facing = light >= 0
             where = position[present]
@@ -259,6 +260,16 @@ class TrafficLights:
             else:
                 block["traffic_light_id"][where] = 0
                 block["traffic_light_state"][where] = encoding.TRAFFIC_LIGHT_GREEN
+
+
+    def _positions(self, name: str, live: np.ndarray, rows_of: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """_positions, recomputed only when actors come or go (the snapshot runs every tick)."""
+        version = self.world.table.version
+        cached = self._position_cache.get(name)
+        if cached is None or cached[0] != version:
+            cached = (version, *_positions(live, rows_of()))
+            self._position_cache[name] = cached
+        return cached[1], cached[2]
 
 
 def _positions(live: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
