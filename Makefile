@@ -32,8 +32,9 @@ system-deps:
 	echo "make system-deps: installing$$missing"; \
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
+# dqn_config.yaml trains on CARLA's Town01 (from CARLA_MAPS_PATH); set town: GridCity there to train without it.
 train: install
-	$(BIN)/python dqn_train.py dqn_config.yaml
+	CARLA_MAPS_PATH=$(CARLA_MAPS_PATH) $(BIN)/python dqn_train.py dqn_config.yaml
 
 test: install system-deps
 	CARLA_MAPS_PATH=$(CARLA_MAPS_PATH) RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q

@@ -25,8 +25,8 @@ from dqn_example.training import RLLIB_MODULE_DIR
 def load_policy(checkpoint: str, device: str) -> LoadedPolicy:
     path = Path(checkpoint).expanduser() / RLLIB_MODULE_DIR
     if not path.is_dir():
-        raise PolicyFileError(f"'{checkpoint}' is not an RLlib checkpoint written by dqn_train.py (no {RLLIB_MODULE_DIR} "
-                              "in it); give a checkpoint folder such as DIR/NAME/best")
+        raise PolicyFileError(f"'{checkpoint}' is not an RLlib checkpoint written by dqn_train.py "
+                              f"(no {RLLIB_MODULE_DIR} in it); give a checkpoint folder such as DIR/NAME/best")
     device = resolve_device(device)
     module = RLModule.from_checkpoint(str(path)).to(device).eval()
 

@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # before Ray is imported: no usage reporting
 
@@ -26,10 +25,10 @@ from rich.console import Console
 
 from dqn_example.config_file import load_config_file
 from dqn_example.dqn_callbacks import DQNCallbacks
-from dqn_example.rllib_config import build_dqn_config, check_resources
-from dqn_example.training import (Evaluator, Progress, StopRequest, TrainingState, keep_as_best, launch_tensorboard,
-                                  prepare_run_folder, prune_checkpoints, save_checkpoint, stop_process, stop_reached,
-                                  time_left_s)
+from dqn_example.rllib_config import build_dqn_config, check_resources, network_spec
+from dqn_example.training import (Evaluator, Progress, StopRequest, TrainingState, check_restorable, keep_as_best,
+                                  launch_tensorboard, prepare_run_folder, prune_checkpoints, save_checkpoint,
+                                  stop_process, stop_reached, time_left_s)
 from rllib_integration.carla_env import CarlaEnv
 from rllib_integration.errors import ConfigError
 
@@ -63,6 +62,8 @@ def main() -> int:
         config_file = load_config_file(args.configuration_file)
         dqn_config, notices = build_dqn_config(config_file, DQNCallbacks, CarlaEnv)
         run_dir, restore_from = prepare_run_folder(args.directory, args.name, args.restore, args.overwrite)
+        if restore_from is not None:
+            check_restorable(restore_from, network_spec(dqn_config, config_file), args.configuration_file)
     except ConfigError as error:
         console.print(f"error: {error}")
         return EXIT_BAD_INPUT
@@ -116,9 +117,11 @@ def main() -> int:
                 env_steps = result.get("num_env_steps_sampled_lifetime", 0)
                 progress.iteration(result, env_steps, state.elapsed_s,
                                    time_left_s(stop, iteration, env_steps, state.elapsed_s))
-                reason = stop_reached(stop, iteration, env_steps, state.elapsed_s) or ("Ctrl-C" if stop_request else None)
+                reason = stop_reached(stop, iteration, env_steps, state.elapsed_s)
+                reason = reason or ("Ctrl-C" if stop_request else None)
                 evaluate_now = evaluator is not None and (iteration % evaluation["interval"] == 0 or reason is not None)
-                if reason or evaluate_now or (training["checkpoint_freq"] and iteration % training["checkpoint_freq"] == 0):
+                checkpoint_due = training["checkpoint_freq"] and iteration % training["checkpoint_freq"] == 0
+                if reason or evaluate_now or checkpoint_due:
                     checkpoint = save_checkpoint(algo, run_dir, iteration, state)
                     if evaluate_now:
                         figures = evaluator(checkpoint)

@@ -26,7 +26,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from _processes import REPO_ROOT, emit_result, parse_result
+
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 import carla  # noqa: E402
@@ -43,7 +44,6 @@ SCENARIOS = {                        # name -> (background vehicles, walkers, go
     "hero alone": (0, 0, 1000.0),
     "50 cars + 50 walkers": (50, 50, 300.0),
 }
-RESULT_PREFIX = "RESULT "
 SCENARIO_TIMEOUT_S = 900.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -170,9 +170,9 @@ def measure(args: argparse.Namespace, name: str) -> dict[str, Any]:
     command = [sys.executable, __file__, "--scenario", name, "--steps", str(args.steps), "--warmup",
                str(args.warmup), "--town", args.town]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=SCENARIO_TIMEOUT_S)
-    for line in completed.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+    result = parse_result(completed.stdout)
+    if result is not None:
+        return result
     raise RuntimeError(f"scenario '{name}' failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
 
 
@@ -190,7 +190,7 @@ def report(results: list[dict[str, Any]]) -> None:
 def main() -> int:
     args = parse_args()
     if args.scenario:
-        print(RESULT_PREFIX + json.dumps(run_scenario(args.scenario, args.town, args.steps, args.warmup)), flush=True)
+        emit_result(run_scenario(args.scenario, args.town, args.steps, args.warmup))
         return 0
     results = [measure(args, name) for name in SCENARIOS]
     if args.json:

@@ -22,8 +22,6 @@ import argparse
 import functools
 import json
 import os
-import re
-import select
 import signal
 import statistics
 import subprocess
@@ -34,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from _processes import (CHILDREN, REPO_ROOT, emit_result, parse_result, start_child, stop_all_children, stop_child,
+                        synchronous, wait_ready)
+
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 NULL_SERVER_SCRIPT = Path(__file__).resolve().parent / "null_server.py"
 
@@ -43,10 +43,7 @@ GOAL_LOAD_S = 1.5          # client.load_world('Town04') wall time
 FIXED_DELTA_S = 0.05
 BLUEPRINT = "vehicle.tesla.model3"
 TURN_BACK_M = 15.0         # the car drives back and forth within about this distance of its spawn point
-READY_PATTERN = re.compile(r"rpc (\S+):(\d+) streaming (\d+) town (\S+)")
-SERVER_START_TIMEOUT_S = 120.0
 CLIENT_TIMEOUT_S = 600.0
-RESULT_PREFIX = "RESULT "
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,10 +83,7 @@ def client_loop(host: str, port: int, steps: int, warmup: int, profile_pid: int 
     client = carla.Client(host, port)
     client.set_timeout(30.0)
     world = client.get_world()
-    settings = world.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = FIXED_DELTA_S
-    world.apply_settings(settings)
+    synchronous(world, FIXED_DELTA_S)
     blueprint = world.get_blueprint_library().find(BLUEPRINT)
     spawn_point = world.get_map().get_spawn_points()[0]
     vehicle = world.spawn_actor(blueprint, spawn_point)
@@ -142,41 +136,7 @@ def client_load(host: str, port: int, town: str) -> dict[str, Any]:
             "spawn_points": len(carla_map.get_spawn_points())}
 
 
-# --- child processes: every one in its own process group, all stopped on exit ----------
-
-CHILDREN: list[subprocess.Popen] = []
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
-def start_child(command: list[str], **kwargs: Any) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=child_env(), start_new_session=True, **kwargs)
-    CHILDREN.append(process)
-    return process
-
-
-def stop_child(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM to the child's process group, SIGKILL if it lingers."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        except ProcessLookupError:
-            pass
-    if process in CHILDREN:
-        CHILDREN.remove(process)
-
-
-def stop_all_children() -> None:
-    for process in list(CHILDREN):
-        stop_child(process, grace_s=3.0)
+# --- servers and clients: child processes (see _processes), all stopped on exit ---------------
 
 
 @dataclass
@@ -216,14 +176,7 @@ def start_server(kind: str, town: str, profile_path: Path | None = None) -> Serv
     command += server_args
     stderr = tempfile.TemporaryFile()
     process = start_child(command, stdout=subprocess.PIPE, stderr=stderr)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    line = b""
-    while time.monotonic() < deadline and process.poll() is None:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            break
-    match = READY_PATTERN.search(line.decode(errors="replace"))
+    match, line = wait_ready(process)
     if not match:
         stop_child(process)
         stderr.seek(0)
@@ -242,12 +195,12 @@ def run_client(server: Server, role: str, *extra: str) -> dict[str, Any]:
         stop_child(process)
         raise RuntimeError(f"client '{role}' against the {server.kind} server timed out")
     CHILDREN.remove(process)
-    results = [line[len(RESULT_PREFIX):] for line in out.decode().splitlines() if line.startswith(RESULT_PREFIX)]
-    if process.returncode != 0 or not results:
+    result = parse_result(out)
+    if process.returncode != 0 or result is None:
         raise RuntimeError(f"client '{role}' against the {server.kind} server exited with {process.returncode}\n"
                            f"client stderr:\n{err.decode(errors='replace')[-3000:]}\n"
                            f"server stderr:\n{server.stderr_tail()}")
-    return json.loads(results[-1])
+    return result
 
 
 def measure_steps(kind: str, town: str, steps: int, warmup: int, profile_path: Path | None = None) -> dict[str, Any]:
@@ -302,10 +255,10 @@ def measure_server_town_load(town: str) -> dict[str, Any]:
         out, err = process.communicate(timeout=CLIENT_TIMEOUT_S)
     finally:
         stop_child(process)
-    results = [line[len(RESULT_PREFIX):] for line in out.decode().splitlines() if line.startswith(RESULT_PREFIX)]
-    if process.returncode != 0 or not results:
+    result = parse_result(out)
+    if process.returncode != 0 or result is None:
         raise RuntimeError(f"server-side load of {town} failed ({process.returncode}):\n{err.decode()[-3000:]}")
-    return json.loads(results[-1])
+    return result
 
 
 # --- profiles of both servers ---------------------------------------------------------------
@@ -458,14 +411,13 @@ def main() -> None:
         return
     args = parse_args()
     if args.client == "loop":
-        result = client_loop(args.host, args.port, args.steps, args.warmup, args.profile_pid)
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        emit_result(client_loop(args.host, args.port, args.steps, args.warmup, args.profile_pid))
         return
     if args.client == "load":
-        print(RESULT_PREFIX + json.dumps(client_load(args.host, args.port, args.load_town)), flush=True)
+        emit_result(client_load(args.host, args.port, args.load_town))
         return
     if args.client == "server-load":
-        print(RESULT_PREFIX + json.dumps(time_server_town_load(args.load_town)), flush=True)
+        emit_result(time_server_town_load(args.load_town))
         return
 
     shared_maps = REPO_ROOT.parent / "shared" / "carla-maps"

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,17 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from _processes import REPO_ROOT, emit_result, parse_result, start_child, stop_child, synchronous, wait_ready
+
 sys.path.insert(0, str(REPO_ROOT))   # run from a checkout without installing
 
 FIXED_DELTA_S = 0.05
 TM_PORT = 8000
 GOAL_TICKS_PER_S = 600.0
 BLUEPRINTS = ("vehicle.tesla.model3", "vehicle.audi.tt", "vehicle.lincoln.mkz_2017", "vehicle.nissan.patrol")
-READY_PATTERN = re.compile(r"rpc (\S+):(\d+) streaming (\d+) town (\S+)")
-SERVER_START_TIMEOUT_S = 120.0
 CLIENT_TIMEOUT_S = 900.0
-RESULT_PREFIX = "RESULT "
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,10 +64,7 @@ def client_traffic(port: int, cars: int, ticks: int, warmup: int) -> dict[str, A
     client = carla.Client("127.0.0.1", port)
     client.set_timeout(60.0)
     world = client.get_world()
-    settings = world.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = FIXED_DELTA_S
-    world.apply_settings(settings)
+    synchronous(world, FIXED_DELTA_S)
     traffic_manager = client.get_trafficmanager(TM_PORT)
     traffic_manager.set_synchronous_mode(True)
     library = world.get_blueprint_library()
@@ -97,27 +90,12 @@ def client_traffic(port: int, cars: int, ticks: int, warmup: int) -> dict[str, A
 def start_server(town: str) -> tuple[subprocess.Popen, int]:
     command = [sys.executable, "-m", "rllib_integration.embedded", "-carla-rpc-port=0", "-carla-streaming-port=0",
                f"--town={town}"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               start_new_session=True)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    line = ""
-    while time.monotonic() < deadline and not line:
-        line = process.stdout.readline()
-    match = READY_PATTERN.search(line)
+    process = start_child(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    match, line = wait_ready(process)
     if not match:
-        stop(process)
+        stop_child(process)
         raise RuntimeError(f"embedded server did not start: {line!r}")
     return process, int(match.group(2))
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def measure_traffic(town: str, cars: int, ticks: int, warmup: int) -> dict[str, Any]:
@@ -127,12 +105,12 @@ def measure_traffic(town: str, cars: int, ticks: int, warmup: int) -> dict[str, 
         command = [sys.executable, str(Path(__file__).resolve()), "--client", "--port", str(port),
                    "--cars", str(cars), "--ticks", str(ticks), "--warmup", str(warmup)]
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
-        lines = [line[len(RESULT_PREFIX):] for line in result.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-        if result.returncode != 0 or not lines:
+        traffic = parse_result(result.stdout)
+        if result.returncode != 0 or traffic is None:
             raise RuntimeError(f"traffic client failed ({result.returncode}):\n{result.stderr[-3000:]}")
-        return json.loads(lines[-1])
+        return traffic
     finally:
-        stop(server)
+        stop_child(server, grace_s=20.0)
 
 
 # --- in-process split: simulation and encoding -----------------------------------------------------
@@ -224,7 +202,7 @@ def print_report(report: dict[str, Any]) -> None:
 def main() -> None:
     args = parse_args()
     if args.client:
-        print(RESULT_PREFIX + json.dumps(client_traffic(args.port, args.cars, args.ticks, args.warmup)), flush=True)
+        emit_result(client_traffic(args.port, args.cars, args.ticks, args.warmup))
         return
     os.environ.setdefault("CARLA_MAPS_PATH", str(REPO_ROOT.parent / "shared" / "carla-maps"))
     report = run(args)

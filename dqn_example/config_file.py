@@ -36,7 +36,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
         "episodes": 5,            # episodes per evaluation, seeds first_seed, first_seed + 1, ...
         "first_seed": 1_000_000,  # training episodes use seeds below this (see README)
     },
-    "torch_threads": 1,           # torch threads of the training process: 1 is fastest on 2 cores shared with the simulator
+    "torch_threads": 1,           # torch threads of the training process (1: fastest on 2 cores, simulator included)
 }
 
 

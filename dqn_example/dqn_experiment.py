@@ -45,6 +45,7 @@ FALLING_REWARD = -40.0
 IDLE_REWARD = -100.0
 MAX_TIME_REWARD = 100.0
 DEFAULT_SPEED_LIMIT_KMH = 30.0    # when the simulator reports none (0), CARLA's urban default
+SPEED_BAR_FULL_KMH = 80.0         # speed bars (others.speed_bars) span the image width at this speed
 SPEEDING_TOLERANCE = 1.1         # statistics: "speeding" is driving above the limit by more than 10 %
 ROAD_LANE_TYPES = (carla.LaneType.Driving, carla.LaneType.Parking)   # the original's allowed lane types
 ENDINGS = ("collision", "off_road", "idle", "falling", "max_time")
@@ -88,6 +89,9 @@ class DQNExperiment(BaseExperiment):
             "progress": "distance",       # "distance": straight-line Δdistance (original); "route": along the road
             "end_on_collision": False,    # True: a collision ends the episode (terminated)
             "end_on_off_road": False,     # True: leaving the driving lanes ends the episode (terminated)
+            "speed_bars": False,          # True: each frame's top two rows show the speed and the speed limit as bars
+            "crop_size": None,            # px: observe a square of this size cut from the birdview; None: all of it
+            "crop_ahead": 0.75,           # fraction of the crop's height in front of the hero (the birdview centres it)
             # reward "improved" only:
             "speeding_penalty": 2.0,      # per step, times the fraction above the speed limit
             "centering_penalty": 0.5,     # per step and metre away from the lane centre
@@ -115,9 +119,25 @@ class DQNExperiment(BaseExperiment):
         self.max_time_idle = others["max_time_idle"]
         self.max_time_episode = others["max_time_episode"]
         self._channels = 1 if others["grayscale"] else 3
-        self._size = birdview["size"]
+        self._size, self._crop = self._crop_window(birdview["size"], others["crop_size"], others["crop_ahead"])
         self.last_heading_deviation = 0.0
         self.last_action: carla.VehicleControl | None = None
+
+    @staticmethod
+    def _crop_window(birdview_size: int, crop_size: int | None, ahead: float) -> tuple[int, tuple[slice, slice]]:
+        """(observed size, (rows, columns) of the birdview observed); the birdview has the hero at its centre."""
+        if crop_size is None:
+            return birdview_size, (slice(None), slice(None))
+        if isinstance(crop_size, bool) or not isinstance(crop_size, int) or not 0 < crop_size <= birdview_size:
+            raise ConfigError(f"others.crop_size must be a whole number of pixels up to the birdview's size "
+                              f"({birdview_size}), or None (got {crop_size!r})")
+        top = round(birdview_size / 2 - ahead * crop_size)
+        if not 0 <= top <= birdview_size - crop_size:
+            half_spare = (birdview_size / crop_size - 1) / 2
+            raise ConfigError(f"others.crop_ahead must leave the crop inside the birdview: between "
+                              f"{0.5 - half_spare:.2f} and {0.5 + half_spare:.2f} (got {ahead!r})")
+        left = (birdview_size - crop_size) // 2
+        return crop_size, (slice(top, top + crop_size), slice(left, left + crop_size))
 
     def reset(self) -> None:
         self.time_idle = 0
@@ -153,13 +173,28 @@ class DQNExperiment(BaseExperiment):
     # --- observation ---------------------------------------------------------------------
 
     def get_observation(self, sensor_data: dict[str, tuple[int, Any]]) -> tuple[np.ndarray, dict[str, Any]]:
-        image = post_process_image(sensor_data["birdview"][1], normalized=False, grayscale=self._channels == 1)
+        birdview = np.ascontiguousarray(sensor_data["birdview"][1][self._crop])
+        image = post_process_image(birdview, normalized=False, grayscale=self._channels == 1)
+        if self.config["others"]["speed_bars"]:
+            self._draw_speed_bars(image)
         if not self._frames:
             self._frames.extend([image] * self.frame_stack)
         self._frames.append(image)
         self._note_events(sensor_data)
         self._info = {}   # compute_reward() adds the summary at the end (CarlaEnv returns this very dict)
         return np.concatenate(self._frames, axis=2), self._info
+
+    def _draw_speed_bars(self, image: np.ndarray) -> None:
+        """Row 0: the hero's speed, row 1: the speed limit, as white bars on black, full width at
+        SPEED_BAR_FULL_KMH. Why: from a birdview, speed shows only as motion between frames, invisible
+        when starting off (a car pressing the throttle and one standing still look the same for
+        several steps), and the speed limit does not show at all."""
+        hero = self.core.hero
+        width = image.shape[1]
+        for row, kmh in enumerate((self.get_speed(hero), hero.get_speed_limit() or DEFAULT_SPEED_LIMIT_KMH)):
+            filled = min(int(round(kmh / SPEED_BAR_FULL_KMH * width)), width)
+            image[row, :filled] = 255
+            image[row, filled:] = 0
 
     def _note_events(self, sensor_data: dict[str, tuple[int, Any]]) -> None:
         """Counts collisions (a new one: after a collision-free tick, or with another actor) and lane invasions."""

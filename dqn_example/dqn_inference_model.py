@@ -198,7 +198,8 @@ def load_network(checkpoint: Path | str, device: str = "cpu") -> BirdviewQNetwor
     except Exception as error:  # torch raises many kinds for a damaged or foreign file
         raise PolicyFileError(f"'{path}' is not a policy file written by dqn_train.py ({error})") from None
     if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
-        raise PolicyFileError(f"'{path}' is not a {POLICY_FORMAT} policy file; give a checkpoint written by dqn_train.py")
+        raise PolicyFileError(f"'{path}' is not a {POLICY_FORMAT} policy file; "
+                              "give a checkpoint written by dqn_train.py")
     network = BirdviewQNetwork(QNetworkSpec.from_dict(data["spec"]))
     network.load_state_dict(data["state_dict"])
     return network.to(device).eval()

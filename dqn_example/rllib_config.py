@@ -13,11 +13,14 @@ from typing import Any, Callable
 
 from ray.rllib.algorithms.dqn import DQN, DQNConfig
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from rllib_integration.errors import ConfigError
 
 from .config_file import ConfigFile, closest
+from .dqn_experiment import DQNExperiment
+from .dqn_inference_model import QNetworkSpec
 from .dqn_rl_module import MODEL_DEFAULTS, BirdviewDQNModule
 
 # Settings of this project's DQN that differ from DQNConfig's own defaults.
@@ -89,8 +92,8 @@ def _model_to_model_config(model: dict[str, Any], birdview_size: int, notices: l
             raise ConfigError(f"model.{key} has no Ray 2.60 equivalent here: {MODEL_REFUSED[key]}")
         if key == "dim":
             if value != birdview_size:
-                raise ConfigError(f"model.dim is {value} but the birdview is {birdview_size} px: Ray 2.60 does not resize "
-                                  "images; set env_config.experiment.hero.sensors.birdview.size instead")
+                raise ConfigError(f"model.dim is {value} but the birdview is {birdview_size} px: Ray 2.60 does not "
+                                  "resize images; set env_config.experiment.hero.sensors.birdview.size instead")
             notices.append(f"model.dim -> dropped (Ray 2.60 does not resize; the birdview is already {value} px)")
         elif key == "conv_filters":
             # Ray 1's vision net padded every layer "same" but the last ("valid"); Ray 2.60 needs it written out.
@@ -200,6 +203,13 @@ def build_dqn_config(config_file: ConfigFile, callbacks: type[RLlibCallback], en
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(f"RLlib refused the settings: {error}") from None
     return config, notices
+
+
+def network_spec(config: DQNConfig, config_file: ConfigFile) -> QNetworkSpec:
+    """The network this config trains, built without starting Ray (e.g. to check a checkpoint against it)."""
+    experiment = DQNExperiment(config_file.env_config["experiment"])
+    spaces = {DEFAULT_MODULE_ID: (experiment.get_observation_space(), experiment.get_action_space())}
+    return config.get_rl_module_spec(spaces=spaces).build().network_spec()
 
 
 def required_resources(config: DQNConfig) -> dict[str, float]:

@@ -30,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from rllib_integration.carla_env import CarlaEnv
 from rllib_integration.errors import ConfigError
 
-from .dqn_inference_model import POLICY_FILE, GreedyPolicy, load_network, save_policy
+from .dqn_inference_model import POLICY_FILE, GreedyPolicy, PolicyFileError, QNetworkSpec, load_network, save_policy
 from .evaluation import EVALUATIONS_FILE, aggregate, describe, evaluate, score
 
 CHECKPOINT_PREFIX = "checkpoint_"
@@ -50,8 +50,9 @@ class RunFolderError(ConfigError):
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """The run's periodic checkpoints, oldest first."""
-    found = [p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    numbered = {int(p.name[len(CHECKPOINT_PREFIX):]): p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*")
+                if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()}
+    return [numbered[number] for number in sorted(numbered)]
 
 
 def prepare_run_folder(directory: str, name: str, restore: bool, overwrite: bool) -> tuple[Path, Path | None]:
@@ -62,8 +63,8 @@ def prepare_run_folder(directory: str, name: str, restore: bool, overwrite: bool
     if restore:
         found = checkpoints(run_dir) if run_dir.is_dir() else []
         if not found:
-            raise RunFolderError(f"--restore: no checkpoint to restore in '{run_dir}' (no {CHECKPOINT_PREFIX}* folder); "
-                                 "check -d/--directory and -n/--name, or start a new run without --restore")
+            raise RunFolderError(f"--restore: no checkpoint to restore in '{run_dir}' (no {CHECKPOINT_PREFIX}* "
+                                 "folder); check -d/--directory and -n/--name, or start a new run without --restore")
         return run_dir, found[-1]
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -108,6 +109,20 @@ def save_checkpoint(algo: Algorithm, run_dir: Path, iteration: int, state: Train
     save_policy(path / POLICY_FILE, module.network_spec(), module.policy_state_dict())
     state.save(path)
     return path
+
+
+def check_restorable(checkpoint: Path, spec: QNetworkSpec, config_path: str) -> None:
+    """Refuses to restore weights into a network of another shape (RLlib would fail deep in torch)."""
+    try:
+        trained = load_network(checkpoint).spec
+    except PolicyFileError as error:
+        raise RunFolderError(f"--restore: {error}") from None
+    if trained != spec:
+        raise RunFolderError(f"{checkpoint} holds a network for observations {tuple(trained.observation_shape)}, "
+                             f"{trained.num_actions} actions, conv {[f.as_list() for f in trained.conv_filters]}, "
+                             f"heads {list(trained.hiddens)}; {config_path} builds {tuple(spec.observation_shape)}, "
+                             f"{spec.num_actions}, {[f.as_list() for f in spec.conv_filters]}, {list(spec.hiddens)}: "
+                             "restore with the config it was trained with, or start a new run")
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:

@@ -28,6 +28,30 @@ def connect(timeout=10.0):
     return client
 def emit(value):
     print("RESULT " + json.dumps(value), flush=True)
+def synchronous(world, delta=0.05):
+    '''Switches the world to synchronous mode with fixed `delta` second steps; returns its settings.'''
+    settings = world.get_settings()
+    settings.synchronous_mode = True
+    settings.fixed_delta_seconds = delta
+    world.apply_settings(settings)
+    return settings
+def connect_sync(timeout=10.0, delta=0.05):
+    '''connect(), then synchronous(): returns (client, world, settings).'''
+    client = connect(timeout)
+    world = client.get_world()
+    return client, world, synchronous(world, delta)
+def destroy_vehicles(client, world):
+    client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
+"""
+# A synchronous world with no vehicles left from earlier tests, its blueprint library and spawn
+# points, and cleanup() to remove the vehicles again.
+SYNC_PRELUDE = """
+client, world, settings = connect_sync()
+library = world.get_blueprint_library()
+spawn_points = world.get_map().get_spawn_points()
+def cleanup():
+    destroy_vehicles(client, world)
+cleanup()
 """
 
 

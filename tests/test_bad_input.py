@@ -242,12 +242,7 @@ def test_non_positive_fixed_delta_seconds(server: ServerProcess) -> None:
 
 def test_using_a_destroyed_actor_neither_aborts_the_client_nor_hurts_the_server(server: ServerProcess) -> None:
     result = run_client(server, """
-    client = connect()
-    world = client.get_world()
-    settings = world.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = 0.05
-    world.apply_settings(settings)
+    client, world, settings = connect_sync()
     library = world.get_blueprint_library()
     points = world.get_map().get_spawn_points()
     car = world.spawn_actor(library.find("vehicle.tesla.model3"), points[0])
@@ -624,12 +619,7 @@ def test_garbage_and_dropped_connections_on_the_streaming_port(server: ServerPro
     lingering.sendall((1).to_bytes(4, "little"))
     try:
         result = run_client(server, """
-        client = connect()
-        world = client.get_world()
-        settings = world.get_settings()
-        settings.synchronous_mode = True
-        settings.fixed_delta_seconds = 0.05
-        world.apply_settings(settings)
+        client, world, settings = connect_sync()
         frames = [world.tick() for _ in range(20)]
         snapshot = world.get_snapshot().frame
         settings.synchronous_mode = False
@@ -679,12 +669,7 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_a_real_client_recovers(s
         int(stalled.stdout.readline())
         stalled.send_signal(signal.SIGSTOP)
         result = run_client(server, """
-        client = connect(30.0)
-        world = client.get_world()
-        settings = world.get_settings()
-        settings.synchronous_mode = True
-        settings.fixed_delta_seconds = 0.05
-        world.apply_settings(settings)
+        client, world, settings = connect_sync(30.0)
         bp = world.get_blueprint_library().find("vehicle.audi.tt")
         SpawnActor, SetSimulatePhysics = carla.command.SpawnActor, carla.command.SetSimulatePhysics
         batch = client.apply_batch_sync([   # three floors of parked cars: big snapshots, cheap ticks
@@ -705,7 +690,7 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_a_real_client_recovers(s
         run_client(server, """
         client = connect()
         world = client.get_world()
-        client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
+        destroy_vehicles(client, world)
         emit(len(world.get_actors().filter("vehicle.*")))
         """)
         received, dropped, deadline = 0, False, time.monotonic() + 10.0

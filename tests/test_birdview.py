@@ -157,10 +157,7 @@ def test_route_points_accepts_locations_transforms_tuples_and_arrays():
 CLIENT_SCENE = """
 from rllib_integration.sensors.bird_view_manager import BirdviewManager
 import numpy as np, cv2
-client = connect()
-world = client.get_world()
-settings = world.get_settings(); settings.synchronous_mode = True; settings.fixed_delta_seconds = 0.05
-world.apply_settings(settings)
+client, world, settings = connect_sync()
 library = world.get_blueprint_library()
 blueprint = library.find("vehicle.tesla.model3")
 start = world.get_map().get_spawn_points()[0]

@@ -1,21 +1,7 @@
 """The official carla 0.9.16 client against the embedded server: world, map, settings, actors."""
 from __future__ import annotations
 
-from harness import run_client
-
-SYNC_PRELUDE = """
-client = connect()
-world = client.get_world()
-settings = world.get_settings()
-settings.synchronous_mode = True
-settings.fixed_delta_seconds = 0.05
-world.apply_settings(settings)
-library = world.get_blueprint_library()
-spawn_points = world.get_map().get_spawn_points()
-def cleanup():
-    client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
-cleanup()
-"""
+from harness import SYNC_PRELUDE, run_client
 
 
 def test_server_version_matches_client(server):

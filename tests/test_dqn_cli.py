@@ -145,6 +145,11 @@ def test_train_restore_and_both_inference_scripts_from_the_checkpoint(tmp_path, 
     assert_nothing_left(marker)
     assert time.monotonic() - started < CLI_CYCLE_BUDGET_S
 
+    other_shape = tiny_config(tmp_path, 4)
+    other_shape.write_text(other_shape.read_text().replace("framestack: 2", "framestack: 3"))
+    one_line_error(run(marker, "dqn_train.py", str(other_shape), "-d", str(runs), "-n", "tiny", "--restore"),
+                   r"holds a network for observations \(32, 32, 2\).*builds \(32, 32, 3\)")
+
 
 def test_ctrl_c_stops_after_the_iteration_with_a_final_checkpoint(tmp_path, marker):
     runs = tmp_path / "runs"
@@ -233,8 +238,8 @@ def test_auto_connects_to_a_running_cluster_and_leaves_it_running(tmp_path, mark
     head = subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
                            "--node-ip-address=127.0.0.1",
                            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                           f"--temp-dir={temp_dir}"], env=dict(command_env(head_marker), **no_token), capture_output=True, text=True,
-                          timeout=120)
+                           f"--temp-dir={temp_dir}"], env=dict(command_env(head_marker), **no_token),
+                          capture_output=True, text=True, timeout=120)
     try:
         assert head.returncode == 0, head.stdout + head.stderr
         env = dict(command_env(marker), RAY_ADDRESS=f"127.0.0.1:{port}", **no_token)

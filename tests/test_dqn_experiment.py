@@ -1,8 +1,11 @@
 """DQNExperiment on the embedded server: spaces, the original's endings and reward, the added switches."""
 from __future__ import annotations
 
+import pytest
+
 from core_harness import run_script
 from dqn_example.dqn_experiment import DQNExperiment, discrete_actions
+from rllib_integration.errors import ConfigError
 
 PRELUDE = """
 import carla
@@ -41,6 +44,15 @@ def test_observations_are_uint8_frame_stacks():
                           "others": {"grayscale": True, "framestack": 2}})
     assert rgb.get_observation_space().shape == (32, 32, 12) and rgb.get_observation_space().dtype == "uint8"
     assert grey.get_observation_space().shape == (32, 32, 2)
+    cropped = DQNExperiment({"hero": {"sensors": {"birdview": {"type": "sensor.birdview", "size": 48}}},
+                             "others": {"grayscale": True, "framestack": 1, "crop_size": 32, "crop_ahead": 0.75}})
+    assert cropped.get_observation_space().shape == (32, 32, 1)
+
+
+def test_a_crop_outside_the_birdview_is_refused():
+    with pytest.raises(ConfigError, match="crop_ahead must leave the crop inside the birdview: between 0.25 and 0.75"):
+        DQNExperiment({"hero": {"sensors": {"birdview": {"type": "sensor.birdview", "size": 48}}},
+                       "others": {"crop_size": 32, "crop_ahead": 0.9}})
 
 
 def test_the_originals_endings_and_rewards(tmp_path):
@@ -97,7 +109,8 @@ def test_collisions_and_leaving_the_road_end_the_episode_when_switched_on(tmp_pa
 
 def test_route_progress_follows_the_lane_and_the_improved_reward_caps_it_at_the_speed_limit(tmp_path):
     result = run_script(tmp_path, PRELUDE, """
-    env = make_env(reward="improved", progress="route", max_time_episode=120)
+    env = make_env(reward="improved", progress="route", max_time_episode=120, grayscale=True, speed_bars=True,
+                   crop_size=16)
     env.reset(seed=5)
     rewards, speeds, limits = [], [], []
     for _ in range(120):
@@ -107,7 +120,9 @@ def test_route_progress_follows_the_lane_and_the_improved_reward_caps_it_at_the_
         limits.append(env.core.hero.get_speed_limit())
         if terminated or truncated:
             break
-    emit({"rewards": rewards, "speeds": speeds, "limits": limits, "summary": info.get("summary")})
+    bars = [int((observation[row, :, -1] == 255).sum()) for row in (0, 1)]
+    emit({"rewards": rewards, "speeds": speeds, "limits": limits, "summary": info.get("summary"), "bars": bars,
+          "shape": list(observation.shape)})
     env.close()
     """, timeout=120)
     assert result.returncode == 0, result.describe()
@@ -116,3 +131,6 @@ def test_route_progress_follows_the_lane_and_the_improved_reward_caps_it_at_the_
     assert summary is not None and summary["route_m"] > 0.8 * summary["distance_m"] > 0
     assert max(outcome["rewards"]) <= 1.0 + 1e-6
     assert 0 < summary["route_completion"] < 1
+    # speed and limit bars on the top rows of the 16 px crop, full width at 80 km/h
+    assert outcome["shape"] == [16, 16, 3]
+    assert outcome["bars"] == [round(outcome["speeds"][-1] / 5), round(outcome["limits"][-1] / 5)]

@@ -18,12 +18,7 @@ DT_S = 0.05
 
 PRELUDE = """
 import math
-client = connect()
-world = client.get_world()
-settings = world.get_settings()
-settings.synchronous_mode = True
-settings.fixed_delta_seconds = 0.05
-world.apply_settings(settings)
+client, world, settings = connect_sync()
 library = world.get_blueprint_library()
 town = world.get_map()
 client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors()

@@ -41,10 +41,7 @@ for p in points:
                  lateral, w.transform.rotation.yaw, w.is_junction, str(w.lane_type),
                  any(e is not None and e.is_junction for e in ends)])
 
-settings = world.get_settings()
-settings.synchronous_mode = True
-settings.fixed_delta_seconds = 0.05
-world.apply_settings(settings)
+settings = synchronous(world)
 cars = [bp for bp in world.get_blueprint_library().filter("vehicle.*")
         if bp.get_attribute("base_type").as_str() == "car"]
 rng = random.Random(7)
@@ -119,12 +116,7 @@ def test_spawn_points_are_on_driving_lanes_apart_and_spawnable(town: str, tmp_pa
 
 
 DETERMINISM_SCRIPT = """
-client = connect(30.0)
-world = client.get_world()
-settings = world.get_settings()
-settings.synchronous_mode = True
-settings.fixed_delta_seconds = 0.05
-world.apply_settings(settings)
+client, world, settings = connect_sync(30.0)
 first_frame = world.tick()
 library = world.get_blueprint_library()
 points = world.get_map().get_spawn_points()

@@ -11,16 +11,11 @@ from harness import ServerProcess, run_client, start_server
 
 SYNC = """
 import collections, re
-client = connect(20.0)
-world = client.get_world()
-settings = world.get_settings()
-settings.synchronous_mode = True
-settings.fixed_delta_seconds = 0.05
-world.apply_settings(settings)
+client, world, settings = connect_sync(20.0)
 town = world.get_map()
 points = town.get_spawn_points()
 library = world.get_blueprint_library()
-client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
+destroy_vehicles(client, world)
 lights = list(world.get_actors().filter("traffic.traffic_light"))
 world.reset_all_traffic_lights()
 lights[0].freeze(False)

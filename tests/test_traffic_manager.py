@@ -22,18 +22,13 @@ HANG_RUN_CARS = 10
 HANG_RUN_TIMEOUT_S = 90.0
 
 SYNC_TM = """
-client = connect(20.0)
-world = client.get_world()
-settings = world.get_settings()
-settings.synchronous_mode = True
-settings.fixed_delta_seconds = 0.05
-world.apply_settings(settings)
+client, world, settings = connect_sync(20.0)
 tm = client.get_trafficmanager(8000)
 tm.set_synchronous_mode(True)
 library = world.get_blueprint_library()
 town = world.get_map()
 points = town.get_spawn_points()
-client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
+destroy_vehicles(client, world)
 def spawn_autopilot(transforms, blueprints=("vehicle.tesla.model3",)):
     batch = [carla.command.SpawnActor(library.find(blueprints[k % len(blueprints)]), t)
              .then(carla.command.SetAutopilot(carla.command.FutureActor, True, tm.get_port()))

@@ -25,20 +25,13 @@ MKZ_TURNING_CIRCLE_M = 11.9
 PRELUDE = f"""
 import math
 DT = {DT_S}
-client = connect(30.0)
-world = client.get_world()
-def synchronous(world):
-    settings = world.get_settings()
-    settings.synchronous_mode = True
-    settings.fixed_delta_seconds = DT
-    world.apply_settings(settings)
-synchronous(world)
+client, world, _ = connect_sync(30.0, DT)
 town = world.get_map()
 spawn_points = town.get_spawn_points()
 mkz = world.get_blueprint_library().find("vehicle.lincoln.mkz_2017")
 
 def cleanup():
-    client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in world.get_actors().filter("vehicle.*")], True)
+    destroy_vehicles(client, world)
 
 def wrap(angle):
     return (angle + 180.0) % 360.0 - 180.0
@@ -349,7 +342,7 @@ def test_same_controls_after_reload_world_give_identical_transforms(server):
         return poses
     first = drive()
     world = client.reload_world()
-    synchronous(world)
+    synchronous(world, DT)
     town = world.get_map()
     spawn_points = town.get_spawn_points()
     second = drive()

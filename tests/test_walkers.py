@@ -27,12 +27,7 @@ HALF_HEIGHTS_M = (0.55, 0.93)  # child and adult walker capsules: a walker's ori
 
 CLIENT_SETUP = f"""
 import math
-client = connect(20.0)
-world = client.get_world()
-settings = world.get_settings()
-settings.synchronous_mode = True
-settings.fixed_delta_seconds = {DT_S}
-world.apply_settings(settings)
+client, world, settings = connect_sync(20.0, {DT_S})
 town = world.get_map()
 library = world.get_blueprint_library()
 def lane_kind(location):

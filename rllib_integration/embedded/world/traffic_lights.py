@@ -54,9 +54,10 @@ class TrafficLights:
         self.light_specs, self.stop_specs = lights, stops
         self.light_rows, self.light_ids = self._spawn(lights)
         self.stop_rows, self.stop_ids = self._spawn(stops)
+        self._sign_rows = np.concatenate([self.light_rows, self.stop_rows])
         self.index_of_id = {int(actor_id): i for i, actor_id in enumerate(self.light_ids)}
         self.frozen = False
-        self._position_cache: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._position_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
         group_keys = sorted({spec.group for spec in lights})
         self.group = np.array([group_keys.index(spec.group) for spec in lights], np.int64)
@@ -241,7 +242,7 @@ class TrafficLights:
             blocks["pole_index"][:lights] = self.pole_index
             blocks["time_is_frozen"][:lights] = self.frozen
             blocks["state"][:lights] = self.state
-            position, present = self._positions("signs", live, lambda: np.concatenate([self.light_rows, self.stop_rows]))
+            position, present = self._positions("signs", live, lambda: self._sign_rows)
             # raw bytes: the record's vehicle-shaped block has no fields over the light's last 24 bytes
             raw = records.view(np.uint8).reshape(len(records), encoding.ACTOR_RECORD.itemsize)
             raw_blocks = blocks[present].view(np.uint8).reshape(-1, encoding.ACTOR_DATA_BYTES)
@@ -263,13 +264,14 @@ class TrafficLights:
 
 
     def _positions(self, name: str, live: np.ndarray, rows_of: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """_positions, recomputed only when actors come or go (the snapshot runs every tick)."""
-        version = self.world.table.version
+        """_positions, recomputed only when the live rows or the rows asked about change (the
+        snapshot runs every tick; both arrays are cached upstream and replaced on change)."""
+        rows = rows_of()
         cached = self._position_cache.get(name)
-        if cached is None or cached[0] != version:
-            cached = (version, *_positions(live, rows_of()))
+        if cached is None or cached[0] is not live or cached[1] is not rows:
+            cached = (live, rows, *_positions(live, rows))
             self._position_cache[name] = cached
-        return cached[1], cached[2]
+        return cached[2], cached[3]
 
 
 def _positions(live: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
