@@ -36,12 +36,17 @@ FIXED_DELTA_S = 0.05
 TM_PORT = 8000
 GOAL_TICKS_PER_S = 600.0
 BLUEPRINTS = ("vehicle.tesla.model3", "vehicle.audi.tt", "vehicle.lincoln.mkz_2017", "vehicle.nissan.patrol")
+WALKER_BLUEPRINTS = ("walker.pedestrian.0001", "walker.pedestrian.0002", "walker.pedestrian.0003")
+WALKER_SEED = 7
+WALKER_SPEED_MPS = 1.4
 CLIENT_TIMEOUT_S = 900.0
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cars", type=int, default=50, help="autopilot cars of the traffic workload (default 50)")
+    parser.add_argument("--walkers", type=int, default=50,
+                        help="walkers with controller.ai.walker in the traffic workload (default 50)")
     parser.add_argument("--ticks", type=int, default=2000, help="timed ticks of the traffic workload (default 2000)")
     parser.add_argument("--warmup", type=int, default=200, help="untimed ticks first (default 200)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the traffic workload (default 3)")
@@ -58,7 +63,30 @@ def parse_args() -> argparse.Namespace:
 # --- client subprocess: the generate-traffic loop ---------------------------------------------------
 
 
-def client_traffic(port: int, cars: int, ticks: int, warmup: int) -> dict[str, Any]:
+def spawn_walkers(client: Any, world: Any, count: int) -> tuple[list[int], list[int]]:
+    """generate_traffic.py's walkers: random navigation points, an AI controller each, sent walking."""
+    import carla
+
+    library = world.get_blueprint_library()
+    world.set_pedestrians_seed(WALKER_SEED)
+    places = [world.get_random_location_from_navigation() for _ in range(count)]
+    places = [p for p in places if p is not None]
+    walkers = [r.actor_id for r in client.apply_batch_sync(
+        [carla.command.SpawnActor(library.find(WALKER_BLUEPRINTS[i % len(WALKER_BLUEPRINTS)]),
+                                  carla.Transform(p + carla.Location(z=1.0))) for i, p in enumerate(places)], True)
+        if not r.error]
+    controller = library.find("controller.ai.walker")
+    controllers = [r.actor_id for r in client.apply_batch_sync(
+        [carla.command.SpawnActor(controller, carla.Transform(), w) for w in walkers], True) if not r.error]
+    world.tick()
+    for actor in world.get_actors(controllers):
+        actor.start()
+        actor.go_to_location(world.get_random_location_from_navigation())
+        actor.set_max_speed(WALKER_SPEED_MPS)
+    return walkers, controllers
+
+
+def client_traffic(port: int, cars: int, walkers: int, ticks: int, warmup: int) -> dict[str, Any]:
     import carla
 
     client = carla.Client("127.0.0.1", port)
@@ -73,6 +101,7 @@ def client_traffic(port: int, cars: int, ticks: int, warmup: int) -> dict[str, A
              .then(carla.command.SetAutopilot(carla.command.FutureActor, True, TM_PORT))
              for i in range(min(cars, len(points)))]
     spawned = [r.actor_id for r in client.apply_batch_sync(spawn, True) if not r.error]
+    walker_ids, _ = spawn_walkers(client, world, walkers)
     for _ in range(warmup):
         world.tick()
     start = time.perf_counter()
@@ -80,7 +109,8 @@ def client_traffic(port: int, cars: int, ticks: int, warmup: int) -> dict[str, A
         world.tick()
     elapsed = time.perf_counter() - start
     moving = sum(1 for actor in world.get_actors(spawned) if actor.get_velocity().length() > 0.5)
-    return {"cars": len(spawned), "ticks": ticks, "seconds": elapsed, "ticks_per_s": ticks / elapsed,
+    return {"cars": len(spawned), "walkers": len(walker_ids), "ticks": ticks, "seconds": elapsed,
+            "ticks_per_s": ticks / elapsed,
             "moving_at_end": moving}
 
 
@@ -98,12 +128,12 @@ def start_server(town: str) -> tuple[subprocess.Popen, int]:
     return process, int(match.group(2))
 
 
-def measure_traffic(town: str, cars: int, ticks: int, warmup: int) -> dict[str, Any]:
+def measure_traffic(town: str, cars: int, walkers: int, ticks: int, warmup: int) -> dict[str, Any]:
     """A fresh server and one client running the traffic loop."""
     server, port = start_server(town)
     try:
         command = [sys.executable, str(Path(__file__).resolve()), "--client", "--port", str(port),
-                   "--cars", str(cars), "--ticks", str(ticks), "--warmup", str(warmup)]
+                   "--cars", str(cars), "--walkers", str(walkers), "--ticks", str(ticks), "--warmup", str(warmup)]
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
         traffic = parse_result(result.stdout)
         if result.returncode != 0 or traffic is None:
@@ -160,15 +190,16 @@ def measure_server_side(town_name: str, cars: int, ticks: int, warmup: int) -> d
 def run(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for repeat in range(args.repeats):
-        result = measure_traffic(args.town, args.cars, args.ticks, args.warmup)
+        result = measure_traffic(args.town, args.cars, args.walkers, args.ticks, args.warmup)
         runs.append(result)
         print(f"traffic run {repeat + 1}/{args.repeats}: {result['ticks_per_s']:.0f} ticks/s "
-              f"({result['cars']} cars, {result['moving_at_end']} moving at the end)", file=sys.stderr, flush=True)
+              f"({result['cars']} cars, {result['moving_at_end']} moving at the end, {result['walkers']} walkers)",
+              file=sys.stderr, flush=True)
     median = statistics.median(r["ticks_per_s"] for r in runs)
     split = []
     for count in (int(c) for c in args.counts.split(",")):
         server_side = measure_server_side(args.scale_town, count, args.scale_ticks, args.warmup)
-        end_to_end = measure_traffic(args.scale_town, count, args.scale_ticks, args.warmup)
+        end_to_end = measure_traffic(args.scale_town, count, 0, args.scale_ticks, args.warmup)
         total = 1.0 / end_to_end["ticks_per_s"]
         row = {"cars": server_side["cars"], "end_to_end_ms": 1e3 * total,
                "simulation_ms": 1e3 * server_side["simulation_s"], "autopilot_ms": 1e3 * server_side["autopilot_s"],
@@ -177,14 +208,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         split.append(row)
         print(f"{count} cars: {row['end_to_end_ms']:.2f} ms/tick", file=sys.stderr, flush=True)
     return {"machine": {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
-            "town": args.town, "cars": args.cars, "ticks": args.ticks,
+            "town": args.town, "cars": args.cars, "walkers": runs[-1]["walkers"], "ticks": args.ticks,
             "ticks_per_s": [r["ticks_per_s"] for r in runs], "median_ticks_per_s": median,
             "goal_ticks_per_s": GOAL_TICKS_PER_S, "pass": median >= GOAL_TICKS_PER_S,
             "scale_town": args.scale_town, "cost_split": split}
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"\nGenerate-traffic workload: {report['cars']} server-side autopilot cars on {report['town']}, synchronous, "
+    print(f"\nGenerate-traffic workload: {report['cars']} server-side autopilot cars and {report['walkers']} AI walkers "
+          f"on {report['town']}, synchronous, "
           f"dt {FIXED_DELTA_S} s, {report['ticks']} timed ticks, {report['machine']['cpus']} CPUs, "
           f"load average {report['machine']['load_average_1min']:.1f} at the end")
     print(f"  ticks/s: median {report['median_ticks_per_s']:.0f} (runs "
@@ -202,7 +234,7 @@ def print_report(report: dict[str, Any]) -> None:
 def main() -> None:
     args = parse_args()
     if args.client:
-        emit_result(client_traffic(args.port, args.cars, args.ticks, args.warmup))
+        emit_result(client_traffic(args.port, args.cars, args.walkers, args.ticks, args.warmup))
         return
     os.environ.setdefault("CARLA_MAPS_PATH", str(REPO_ROOT.parent / "shared" / "carla-maps"))
     report = run(args)

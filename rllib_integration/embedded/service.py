@@ -29,6 +29,7 @@ CARLA_VERSION = "0.9.16"
 ALL_MAP_LAYERS = 0xFFFF
 STANDARD_GRAVITY_MPS2 = 9.81
 DESTROYED_ACTORS_REMEMBERED = 4096
+APPLY_WALKER_STATE = 7   # command variant index
 ROAD_HIT_RADIUS_M = 8.0   # how far from a lane centre sample a downward ray still hits the road
 ROADS_LABEL = 1           # carla.CityObjectLabel.Roads
 OPENDRIVE_WORLD_NAME = "OpenDriveMap"   # the name generate_opendrive_world loads
@@ -537,9 +538,30 @@ class CarlaService:
 
     @rpc(raw=True)
     def apply_batch(self, commands: list[Any], do_tick_cue: bool = False) -> list[Any]:
-        responses = [self._run_command(command) for command in commands]
+        if commands and all(_command_index(command) == APPLY_WALKER_STATE for command in commands):
+            responses = self._walker_states(commands)   # the walker AI's batch, every tick
+        else:
+            responses = [self._run_command(command) for command in commands]
         if do_tick_cue:
             self.tick()
+        return responses
+
+    def _walker_states(self, commands: list[Any]) -> list[Any]:
+        """ApplyWalkerState for many walkers in one numpy update; bad entries get their own error."""
+        responses: list[Any] = []
+        rows, poses, speeds = [], [], []
+        for command in commands:
+            try:
+                actor_id, transform, speed = command[0][1][:3]
+                rows.append(self.world.walker(actor_id).row)
+                poses.append(encoding.decode_transform(transform))
+                speeds.append(float(speed))
+                responses.append(encoding.value_response(actor_id))
+            except (WorldError, ValueError, TypeError, IndexError) as error:
+                responses.append(encoding.value_error(str(error)))
+        if rows:
+            pose = np.array(poses, dtype=float).reshape(len(rows), 6)
+            self.world.set_walker_states(np.array(rows), pose[:, :3], pose[:, 3:], np.array(speeds))
         return responses
 
     def _run_command(self, command: Any) -> list[Any]:
@@ -588,7 +610,9 @@ class CarlaService:
 
     def _command_walker_state(self, payload: list[Any]) -> int:
         location, rotation = encoding.decode_transform(payload[1])
-        self.world.set_walker_state(payload[0], location, rotation, float(payload[2]))
+        row = self.world.walker(payload[0]).row
+        self.world.set_walker_states(np.array([row]), np.array([location]), np.array([rotation]),
+                                     np.array([float(payload[2])]))
         return payload[0]
 
     def _command_accept_for_actor(self, payload: list[Any]) -> int:
@@ -598,6 +622,13 @@ class CarlaService:
     def _command_autopilot(self, payload: list[Any]) -> int:
         self.world.vehicle(payload[0])
         return payload[0]
+
+
+def _command_index(command: Any) -> Any:
+    try:
+        return command[0][0]
+    except (TypeError, IndexError, KeyError):
+        return None
 
 
 # Command variant index -> handler (0.9.16 order).

@@ -223,19 +223,24 @@ class World:
         direction, speed, jump = control[:3]
         walker_physics.apply_walker_control(self.table, self.walker(actor_id).row, direction, speed, jump)
 
-    def set_walker_state(self, actor_id: int, location, rotation, speed: float) -> None:
-        """What the client-side walker AI sends every tick: where the walker is and how fast it goes.
+    def set_walker_states(self, rows: np.ndarray, locations: np.ndarray, rotations: np.ndarray,
+                          speeds: np.ndarray) -> None:
+        """What the client-side walker AI sends every tick, for many walkers at once: where each
+        walker is and how fast it goes.
 
         The AI sends the point under the walker's feet on the navigation mesh; a walker's
         origin is its capsule's centre, half its height higher (as CARLA's server raises it).
         """
-        row = self.walker(actor_id).row
-        self.table.location[row] = (location[0], location[1], location[2] + self.table.extent[row, 2])
-        self.table.rotation[row] = rotation
-        yaw = np.radians(rotation[1])
-        self.table.control_direction[row] = (np.cos(yaw), np.sin(yaw), 0.0)
-        self.table.walker_speed[row] = speed
-        self.table.velocity[row] = self.table.control_direction[row] * speed
+        table = self.table
+        locations = locations.copy()
+        locations[:, 2] += table.extent[rows, 2]
+        table.location[rows] = locations
+        table.rotation[rows] = rotations
+        yaw = np.radians(rotations[:, 1])
+        direction = np.stack([np.cos(yaw), np.sin(yaw), np.zeros_like(yaw)], axis=1)
+        table.control_direction[rows] = direction
+        table.walker_speed[rows] = speeds
+        table.velocity[rows] = direction * speeds[:, None]
 
     def set_transform(self, actor_id: int, location, rotation=None) -> None:
         info = self.actor(actor_id)
