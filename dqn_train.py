@@ -32,7 +32,7 @@ from dqn_example.training import (Evaluator, Progress, StopRequest, TrainingStat
 from rllib_integration.carla_env import CarlaEnv
 from rllib_integration.errors import ConfigError
 
-EXIT_BAD_INPUT = 2
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130   # the shell's code for a SIGINT exit
 ENV_STEPS_LIFETIME = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)   # where RLlib counts env steps
 OBJECT_STORE_BYTES = 200 * 1024 ** 2   # weights and episodes only pass through it: keep it small
@@ -66,7 +66,7 @@ def main() -> int:
             check_restorable(restore_from, network_spec(dqn_config, config_file), args.configuration_file)
     except ConfigError as error:
         console.print(f"error: {error}")
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     for notice in notices:
         console.print(f"notice (Ray 1 setting): {notice}")
     training = config_file.training
@@ -80,7 +80,7 @@ def main() -> int:
     except ConnectionError as error:
         console.print(f"error: --auto: cannot reach a Ray cluster ({error}); start one with 'ray start --head' "
                       "(or set RAY_ADDRESS), or leave out --auto to run a local one")
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     algo = evaluator = tensorboard = progress = None
     try:
         check_resources(dqn_config, ray.cluster_resources())
@@ -138,7 +138,7 @@ def main() -> int:
         return 0
     except ConfigError as error:
         console.print(f"error: {error}")
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     except KeyboardInterrupt:
         console.print("interrupted: no final checkpoint")
         return EXIT_INTERRUPTED

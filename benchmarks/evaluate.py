@@ -46,23 +46,27 @@ def env_config_for(base: dict[str, Any], town: str, vehicles: int) -> dict[str, 
 
 def autopilot_episode(env: CarlaEnv, seed: int) -> EpisodeResult:
     """The episode of `seed` (same start) with the hero on Traffic Manager autopilot: the env's own
-    observation, ending and reward code runs, only the control comes from the Traffic Manager."""
+    observation, ending and reward code runs, only the control comes from the Traffic Manager.
+    The Traffic Manager is shut down at the end, as CarlaCore does with its own before the world is
+    reloaded or the server stops (a client-side handle outliving its server crashes the client)."""
     env.reset(seed=seed)
     core, experiment = env.core, env.experiment
     traffic_manager = core.client.get_trafficmanager(core.tm_port)
-    traffic_manager.set_synchronous_mode(True)
-    core.hero.set_autopilot(True, core.tm_port)
-    traffic_manager.vehicle_percentage_speed_difference(core.hero, AUTOPILOT_SPEED_DIFFERENCE_PCT)
-    traffic_manager.ignore_lights_percentage(core.hero, 100.0)
-    traffic_manager.ignore_signs_percentage(core.hero, 100.0)
-    episode_return = 0.0
-    while True:
-        observation, info = experiment.get_observation(core.tick(None))
-        terminated, truncated = experiment.get_done_status(observation, core)
-        episode_return += experiment.compute_reward(observation, core)
-        if terminated or truncated:
-            core.hero.set_autopilot(False, core.tm_port)
-            return EpisodeResult(seed, episode_return, info["summary"])
+    try:
+        traffic_manager.set_synchronous_mode(True)
+        core.hero.set_autopilot(True, core.tm_port)
+        traffic_manager.vehicle_percentage_speed_difference(core.hero, AUTOPILOT_SPEED_DIFFERENCE_PCT)
+        traffic_manager.ignore_lights_percentage(core.hero, 100.0)
+        traffic_manager.ignore_signs_percentage(core.hero, 100.0)
+        episode_return = 0.0
+        while True:
+            observation, info = experiment.get_observation(core.tick(None))
+            terminated, truncated = experiment.get_done_status(observation, core)
+            episode_return += experiment.compute_reward(observation, core)
+            if terminated or truncated:
+                return EpisodeResult(seed, episode_return, info["summary"])
+    finally:
+        traffic_manager.shut_down()
 
 
 def run_condition(name: str, env_config: dict[str, Any], seeds: list[int], policy: GreedyPolicy | None) -> dict:

@@ -36,7 +36,7 @@ STAGES = {
     "simulator tick (waiting on the server)": ("rllib_integration/watchdog.py", "run"),
     "birdview drawing": ("sensors/bird_view_manager.py", "render"),
     "env step, all of it": ("rllib_integration/carla_env.py", "step"),
-    "RLModule action choice": ("rl_module/rl_module.py", "forward_exploration"),
+    "RLModule action choice": ("rl_module/torch/torch_rl_module.py", "forward_exploration"),
     "sampling, all of it": ("env/single_agent_env_runner.py", "sample"),
     "replay buffer add": ("replay_buffers/prioritized_episode_buffer.py", "add"),
     "replay buffer sample": ("replay_buffers/prioritized_episode_buffer.py", "sample"),
@@ -50,19 +50,22 @@ def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
 
 
 def server_cpu_s() -> float:
-    """utime + stime of the embedded servers this process launched (its children running the module)."""
-    total = 0.0
+    """utime + stime of the embedded servers this process launched (descendants running the module)."""
+    processes = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == os.getpid() and EMBEDDED_SERVER_MODULE in command:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                processes[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])),
+                                              (entry / "cmdline").read_bytes())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    descendants, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (parent, _, _) in processes.items() if parent in frontier} - descendants
+        descendants |= frontier
+    ticks = sum(processes[pid][1] for pid in descendants if EMBEDDED_SERVER_MODULE in processes[pid][2])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

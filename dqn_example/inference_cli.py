@@ -21,7 +21,7 @@ from .evaluation import Policy, aggregate, describe, run_episode
 from .video import BirdviewVideo
 
 DEFAULT_FIRST_SEED = 2_000_000   # neither training (< 1,000,000) nor its evaluation (1,000,000 + i) uses these
-EXIT_BAD_INPUT = 2
+EXIT_USAGE = 2
 
 
 @dataclass
@@ -61,19 +61,24 @@ def main(description: str, load_policy: Callable[[str, str], LoadedPolicy],
                 "the config the checkpoint was trained with (birdview size, framestack, grayscale)")
     except (ConfigError, PolicyFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     channels = 1 if experiment.config["others"]["grayscale"] else 3
     video = BirdviewVideo(args.video, channels) if args.video else None
-    env = CarlaEnv(config.env_config)
+    env = None
     results = []
     try:
+        env = CarlaEnv(config.env_config)
         for episode in range(args.episodes):
             results.append(run_episode(env, policy.act, args.seed + episode, video.add if video else None))
             print(results[-1].describe(), flush=True)
+    except ConfigError as error:   # what only the simulator can tell: town, blueprint, sensors
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     finally:
-        env.close()
+        if env is not None:
+            env.close()
         if video is not None:
             video.close()
     if results:

@@ -202,6 +202,12 @@ def build_dqn_config(config_file: ConfigFile, callbacks: type[RLlibCallback], en
         config.validate()
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(f"RLlib refused the settings: {error}") from None
+    try:   # built here once, so a network that does not fit fails in the driver and not in an env runner
+        network_spec(config, config_file)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"model_config cannot make a network for the "
+                          f"{DQNExperiment(config_file.env_config['experiment']).get_observation_space().shape} "
+                          f"observations: {str(error).splitlines()[0]}") from None
     return config, notices
 
 

@@ -39,7 +39,6 @@ STATE_FILE = "training_state.json"
 TENSORBOARD_DIR = "tensorboard"
 RLLIB_MODULE_DIR = Path("learner_group", "learner", "rl_module", "default_policy")   # inside a checkpoint
 SIGNAL_REPEAT_S = 1.0        # SIGINTs this close together are one Ctrl-C (Ray's processes echo it)
-TENSORBOARD_START_S = 30.0   # how long TensorBoard may take to answer
 
 
 class RunFolderError(ConfigError):
@@ -147,8 +146,9 @@ def keep_as_best(checkpoint: Path, run_dir: Path) -> Path:
 class Evaluator:
     """Greedy episodes of a checkpoint's policy file on held-out seeds, in a CarlaEnv of the driver.
 
-    Creating it starts that env, which also checks the env config for real (town, sensors) before
-    RLlib starts env runners, where a mistake would surface as an unrelated error.
+    Creating it starts that env and resets it once, which checks the env config for real (server,
+    town, hero, sensors) before RLlib starts env runners, where a mistake would surface as an
+    unrelated error.
     """
 
     env_config: dict[str, Any]
@@ -157,6 +157,11 @@ class Evaluator:
 
     def __post_init__(self) -> None:
         self.env = CarlaEnv(self.env_config)
+        try:
+            self.env.reset(seed=self.seeds[0] if self.seeds else None)
+        except BaseException:
+            self.env.close()
+            raise
 
     def __call__(self, checkpoint: Path) -> dict[str, Any]:
         policy = GreedyPolicy(load_network(checkpoint))

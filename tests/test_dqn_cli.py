@@ -136,8 +136,11 @@ def test_train_restore_and_both_inference_scripts_from_the_checkpoint(tmp_path, 
     assert (runs / "tiny" / "checkpoint_000003" / POLICY_FILE).is_file()
 
     checkpoint = str(runs / "tiny" / "checkpoint_000003")
-    plain = run(marker, "-c", NO_RAY_RUNNER, str(tiny_config(tmp_path, 3)), checkpoint, "--seed", "7")
+    video = tmp_path / "drive.mp4"
+    plain = run(marker, "-c", NO_RAY_RUNNER, str(tiny_config(tmp_path, 3)), checkpoint, "--seed", "7",
+                "--video", str(video))
     assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert video.stat().st_size > 1000
     through_ray = run(marker, "dqn_inference_ray.py", str(tiny_config(tmp_path, 3)), checkpoint, "--seed", "7")
     assert through_ray.returncode == 0, through_ray.stdout + through_ray.stderr
     assert len(episode_lines(plain.stdout)) == 1 and "ended:" in plain.stdout
@@ -194,6 +197,19 @@ def test_bad_config_files_are_one_line_errors(tmp_path, marker, text, pattern):
         path.write_text(text)
     one_line_error(run(marker, "dqn_train.py", str(path), "-d", str(tmp_path)), pattern)
     one_line_error(run(marker, "dqn_inference.py", str(path), str(tmp_path)), pattern)
+    assert_nothing_left(marker)
+
+
+def test_a_town_the_simulator_does_not_have_is_a_one_line_error(tmp_path, marker):
+    config = tiny_config(tmp_path, 1)
+    config.write_text(config.read_text().replace("town: Town01", "town: Town99"))
+    pattern = r"town 'Town99' .*is not available"
+    one_line_error(run(marker, "dqn_train.py", str(config), "-d", str(tmp_path), "--tboff"), pattern)
+    policy_dir = tmp_path / "policy"
+    policy_dir.mkdir()
+    spec = QNetworkSpec((32, 32, 2), 29, (ConvFilter.parse([8, 8, 8, "valid"]),), (16,))
+    save_policy(policy_dir / POLICY_FILE, spec, BirdviewQNetwork(spec).state_dict())
+    one_line_error(run(marker, "dqn_inference.py", str(config), str(policy_dir)), pattern)
     assert_nothing_left(marker)
 
 

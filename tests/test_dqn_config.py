@@ -124,6 +124,15 @@ def test_rllib_validation_errors_are_config_errors(tmp_path):
         build(write(tmp_path, "n_step: 5\nrollout_fragment_length: 2\n" + ENV_CONFIG))
 
 
+@pytest.mark.parametrize("filters, message", [
+    ("[[16, 8]]", "a conv filter is"),
+    ("[[16, 64, 64, valid], [32, 8, 1, valid]]", "cannot make a network for the (300, 300, 12) observations"),
+])
+def test_a_network_that_does_not_fit_is_refused_in_the_driver(tmp_path, filters, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build(write(tmp_path, f"model_config: {{conv_filters: {filters}}}\n" + ENV_CONFIG))
+
+
 def test_experiment_config_errors_surface_in_the_driver(tmp_path):
     with pytest.raises(ConfigError, match="others.reward"):
         load_config_file(write(tmp_path, ENV_CONFIG + "    others: {reward: best}\n"))
