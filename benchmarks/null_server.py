@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import struct
 import sys
 import time
 from pathlib import Path
@@ -74,13 +73,6 @@ XODR = """<?xml version="1.0" standalone="yes"?>
 </OpenDRIVE>
 """
 
-# Snapshot headers packed with struct (cheaper than numpy for two small headers);
-# the asserts pin them to the layouts the embedded server uses.
-SENSOR_HEADER = struct.Struct("<QQd6f")
-EPISODE_HEADER = struct.Struct("<Qdf3ii")
-assert SENSOR_HEADER.size == encoding.SENSOR_HEADER.itemsize
-assert EPISODE_HEADER.size == encoding.EPISODE_HEADER.itemsize
-
 
 def actor_record(actor_id: int, location: tuple[float, float, float]) -> bytes:
     """One 119-byte snapshot record of a still actor."""
@@ -127,9 +119,8 @@ class NullService:
     def publish_snapshot(self) -> None:
         flags = encoding.MAP_CHANGED_FLAG if self.map_changed else 0
         self.map_changed = False
-        payload = (SENSOR_HEADER.pack(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.frame * DELTA_S,
-                                      0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-                   + EPISODE_HEADER.pack(EPISODE_ID, time.monotonic(), DELTA_S, 0, 0, 0, flags)
+        payload = (encoding.sensor_header(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.frame * DELTA_S)
+                   + encoding.episode_header(EPISODE_ID, time.monotonic(), DELTA_S, flags)
                    + self.records + self.still_records)
         self.streaming.publish(EPISODE_STREAM_ID, payload, keep=True)
 
