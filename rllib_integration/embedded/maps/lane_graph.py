@@ -11,6 +11,7 @@ direction at a uniform arc-length spacing.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -100,14 +101,33 @@ class LaneGraph:
 
         Poses on a road are answered by a compiled search of the nearby samples (the call
         runs every tick for every vehicle); poses off every road by the k-d tree."""
-        segment, s, distance = np.empty(len(xy), np.int64), np.empty(len(xy)), np.empty(len(xy))
+        xy = np.ascontiguousarray(xy, dtype=np.float64)
+        yaw_rad = np.ascontiguousarray(yaw_rad, dtype=np.float64)
+        found = _locate_kernel(*self.search_tables, xy, yaw_rad)
+        return self._with_far(found, xy, yaw_rad)
+
+    def locate_rows(self, location: np.ndarray, rotation: np.ndarray,
+                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """locate() for rows of the actor table, read straight from its location and rotation
+        (degrees) columns: the per-tick call for vehicles, without gathering their poses first."""
+        found = _locate_rows_kernel(*self.search_tables, location, rotation, rows)
+        if found[3].all():
+            return found[:3]
+        return self._with_far(found, location[rows, :2], np.radians(rotation[rows, 1]))
+
+    @functools.cached_property
+    def search_tables(self) -> tuple[np.ndarray, ...]:
+        """The arrays nearest_lane searches, in its argument order (for compiled callers)."""
         grid = self.grid
-        found = _locate_kernel(grid.origin, grid.shape, grid.starts, grid.members, self.xy, self.yaw,
-                               self.segment_of, self.start, self.spacing, self.length,
-                               np.ascontiguousarray(xy, dtype=np.float64), np.ascontiguousarray(yaw_rad, dtype=np.float64),
-                               segment, s, distance)
-        if not found.all():
-            lost = ~found
+        return (grid.origin, grid.shape, grid.starts, grid.members, self.xy, self.yaw, self.segment_of,
+                self.start, self.spacing, self.length)
+
+    def _with_far(self, found: tuple[np.ndarray, ...], xy: np.ndarray,
+                  yaw_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The compiled search's answers, with the poses it found no lane near located by the k-d tree."""
+        segment, s, distance, near = found
+        if not near.all():
+            lost = ~near
             segment[lost], s[lost], distance[lost] = self._locate_far(xy[lost], yaw_rad[lost])
         return segment, s, distance
 
@@ -335,35 +355,55 @@ def _junction_conflicts(xy: np.ndarray, segment_of: np.ndarray, junction: np.nda
 
 
 @numba.njit(cache=True)
+def nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start, seg_spacing,
+                  seg_length, x, y, yaw):
+    """LaneGraph.locate of one pose within REACH_M of a lane (cost = distance + penalty x heading
+    error): segment, arc length, distance; segment -1 when no lane sample is that near."""
+    cx = int(np.floor((x - origin[0]) / CELL_M))
+    cy = int(np.floor((y - origin[1]) / CELL_M))
+    if cx < 0 or cy < 0 or cx >= shape[0] or cy >= shape[1]:
+        return -1, 0.0, 0.0
+    cell = cx * shape[1] + cy
+    best, best_cost, best_distance = -1, np.inf, 0.0
+    for k in range(starts[cell], starts[cell + 1]):
+        i = members[k]
+        dx, dy = lane_xy[i, 0] - x, lane_xy[i, 1] - y
+        distance = math.sqrt(dx * dx + dy * dy)
+        if distance > REACH_M:
+            continue
+        error = abs((lane_yaw[i] - yaw + math.pi) % (2.0 * math.pi) - math.pi)
+        cost = distance + HEADING_PENALTY_M * error
+        if cost < best_cost:
+            best, best_cost, best_distance = i, cost, distance
+    if best < 0:
+        return -1, 0.0, 0.0
+    segment = segment_of[best]
+    along = (x - lane_xy[best, 0]) * math.cos(lane_yaw[best]) + (y - lane_xy[best, 1]) * math.sin(lane_yaw[best])
+    s = (best - seg_start[segment]) * seg_spacing[segment] + along
+    return segment, min(max(s, 0.0), seg_length[segment]), best_distance
+
+
+@numba.njit(cache=True)
 def _locate_kernel(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start, seg_spacing,
-                   seg_length, xy, yaw, out_segment, out_s, out_distance):
-    """LaneGraph.locate for poses within REACH_M of a lane: cost = distance + penalty x heading error."""
-    found = np.zeros(len(xy), dtype=np.bool_)
-    for q in range(len(xy)):
-        x, y = xy[q, 0], xy[q, 1]
-        cx = int(np.floor((x - origin[0]) / CELL_M))
-        cy = int(np.floor((y - origin[1]) / CELL_M))
-        if cx < 0 or cy < 0 or cx >= shape[0] or cy >= shape[1]:
-            continue
-        cell = cx * shape[1] + cy
-        best, best_cost, best_distance = -1, np.inf, 0.0
-        for k in range(starts[cell], starts[cell + 1]):
-            i = members[k]
-            dx, dy = lane_xy[i, 0] - x, lane_xy[i, 1] - y
-            distance = math.sqrt(dx * dx + dy * dy)
-            if distance > REACH_M:
-                continue
-            error = abs((lane_yaw[i] - yaw[q] + math.pi) % (2.0 * math.pi) - math.pi)
-            cost = distance + HEADING_PENALTY_M * error
-            if cost < best_cost:
-                best, best_cost, best_distance = i, cost, distance
-        if best < 0:
-            continue
-        segment = segment_of[best]
-        along = (x - lane_xy[best, 0]) * math.cos(lane_yaw[best]) + (y - lane_xy[best, 1]) * math.sin(lane_yaw[best])
-        s = (best - seg_start[segment]) * seg_spacing[segment] + along
-        out_segment[q] = segment
-        out_s[q] = min(max(s, 0.0), seg_length[segment])
-        out_distance[q] = best_distance
-        found[q] = True
-    return found
+                   seg_length, xy, yaw):
+    """nearest_lane of each pose: segments, arc lengths, distances, and which were found."""
+    n = len(xy)
+    segment, s, distance = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+    for q in range(n):
+        segment[q], s[q], distance[q] = nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
+                                                      seg_start, seg_spacing, seg_length, xy[q, 0], xy[q, 1], yaw[q])
+    return segment, s, distance, segment >= 0
+
+
+@numba.njit(cache=True)
+def _locate_rows_kernel(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start, seg_spacing,
+                        seg_length, location, rotation, rows):
+    """_locate_kernel for the poses of actor-table rows (rotation in degrees, yaw second)."""
+    n = len(rows)
+    segment, s, distance = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+    for q in range(n):
+        r = rows[q]
+        segment[q], s[q], distance[q] = nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
+                                                      seg_start, seg_spacing, seg_length, location[r, 0],
+                                                      location[r, 1], math.radians(rotation[r, 1]))
+    return segment, s, distance, segment >= 0

@@ -145,15 +145,25 @@ ACTOR_RECORD = np.dtype([
 ])
 ACTOR_STATE_ACTIVE = 1
 
-# Views of ACTOR_RECORD that group adjacent fields, so a snapshot fills them in a few copies.
-_VEHICLE_OFFSET = ACTOR_RECORD.fields["vehicle"][1]
-RECORD_BULK_VIEW = np.dtype({
-    "names": ["kinematics", "pedals", "flags", "gear", "speed_limit"],
-    "formats": [("<f4", (15,)), ("<f4", (3,)), ("u1", (3,)), "<i4", "<f4"],
-    "offsets": [ACTOR_RECORD.fields["transform"][1], _VEHICLE_OFFSET, _VEHICLE_OFFSET + 12,
-                _VEHICLE_OFFSET + 15, _VEHICLE_OFFSET + 19],
-    "itemsize": ACTOR_RECORD.itemsize,
-})
+
+def record_view(block: np.dtype) -> np.dtype:
+    """ACTOR_RECORD seen with one actor type's data block lifted to the top level: the 15
+    kinematic floats (transform, velocity, angular velocity, acceleration) as `kinematics`,
+    then the block's own fields. Compiled snapshot writers take such views of one record
+    array, one per actor type, and set each field in place."""
+    base = ACTOR_RECORD.fields["vehicle"][1]
+    names = list(block.names)
+    return np.dtype({
+        "names": ["kinematics"] + names,
+        "formats": [("<f4", (15,))] + [block.fields[name][0] for name in names],
+        "offsets": [ACTOR_RECORD.fields["transform"][1]] + [base + block.fields[name][1] for name in names],
+        "itemsize": ACTOR_RECORD.itemsize,
+    })
+
+
+VEHICLE_RECORD = record_view(VEHICLE_DATA)
+WALKER_RECORD = record_view(WALKER_DATA)
+TRAFFIC_LIGHT_RECORD = record_view(TRAFFIC_LIGHT_DATA)
 
 # Sensor type indexes as this wheel's registry numbers them.
 EPISODE_STATE_SENSOR_TYPE = 17

@@ -51,10 +51,13 @@ class ActorTable:
     FLAG_COLUMNS = ("hand_brake", "reverse", "manual_gear_shift")
     FLOAT_COLUMNS_3 = ("relative_location", "relative_rotation", "extent", "box_center", "control_direction",
                        "slide_velocity")  # slide: velocity an impact gave across a body's own motion (m/s)
-    FLOAT_COLUMNS = ("speed", "wheelbase", "full_steer_rad", "max_curvature",
-                     "max_accel", "top_speed", "brake_decel", "drag_per_mass", "rolling_accel", "speed_limit",
+    # A vehicle's calibrated physics (vehicle_physics), packed likewise for the compiled step.
+    VEHICLE_PARAMETER_COLUMNS = ("wheelbase", "full_steer_rad", "max_curvature", "max_accel", "top_speed",
+                                 "brake_decel", "drag_per_mass", "rolling_accel")
+    FLOAT_COLUMNS = ("speed", "speed_limit",
                      "walker_speed", "mass")  # mass in kg, for exchanging momentum in collisions
-    INT_COLUMNS = ("gear", "parent_row")
+    # facing_light: index (into the episode's TrafficLights) of the light a vehicle faces, -1 none
+    INT_COLUMNS = ("gear", "parent_row", "facing_light")
     BOOL_COLUMNS = ("alive", "simulate_physics", "on_ground", "jump", "collisions_disabled")
 
     def __init__(self) -> None:
@@ -82,6 +85,10 @@ class ActorTable:
             setattr(self, name, self.pedals[:, index])
         for index, name in enumerate(self.FLAG_COLUMNS):
             setattr(self, name, self.control_flags[:, index])
+        self.vehicle_parameters = grown(getattr(self, "vehicle_parameters", None),
+                                        (capacity, len(self.VEHICLE_PARAMETER_COLUMNS)), np.float64)
+        for index, name in enumerate(self.VEHICLE_PARAMETER_COLUMNS):
+            setattr(self, name, self.vehicle_parameters[:, index])
         for name in self.FLOAT_COLUMNS_3:
             setattr(self, name, grown(getattr(self, name, None), (capacity, 3), np.float64))
         for name in self.FLOAT_COLUMNS:
@@ -107,6 +114,7 @@ class ActorTable:
         self.kind[row] = kind
         self.alive[row] = True
         self.parent_row[row] = -1
+        self.facing_light[row] = -1
         self.version += 1
         return row
 
@@ -116,7 +124,7 @@ class ActorTable:
         self.version += 1
 
     def _clear(self, row: int) -> None:
-        for name in ("kinematics", "pedals", "control_flags") + self.FLOAT_COLUMNS_3 + self.FLOAT_COLUMNS \
+        for name in ("kinematics", "pedals", "control_flags", "vehicle_parameters") + self.FLOAT_COLUMNS_3 + self.FLOAT_COLUMNS \
                 + self.INT_COLUMNS + self.BOOL_COLUMNS:
             getattr(self, name)[row] = 0
 

@@ -207,9 +207,10 @@ class Autopilot:
             self._vehicle_rows = (table.version, rows)
         return self._vehicle_rows[1]
 
-    def lane_positions(self, rows: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        """Segment and arc length of each vehicle row after a tick of dt: autopilot cars from their
-        route (tracked before the physics moved them dt further), other vehicles located."""
+    def route_positions(self, rows: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Splits vehicle rows into autopilot cars and the rest. For the autopilot cars: their
+        rows, and the segment and arc length each will be at after a tick of dt, from its route
+        (tracked before the physics moved it dt further). Then the other rows, to be located."""
         graph = lane_graph_for(self.world.town)
         table, fleet = self.world.table, self.fleet
         key = (table.version, fleet.version, len(rows))
@@ -217,22 +218,16 @@ class Autopilot:
             tracked = np.isin(rows, fleet.row)
             order = np.argsort(fleet.row)
             where = order[np.searchsorted(fleet.row[order], rows[tracked])] if tracked.any() else np.zeros(0, np.int64)
-            self._row_split = (key, tracked, where, rows[~tracked])
+            self._row_split = (key, rows[tracked], where, rows[~tracked])
         _, tracked, where, others = self._row_split
-        segment = np.empty(len(rows), np.int64)
-        s = np.empty(len(rows))
-        if len(where):
-            here = np.take(fleet.route[:, 0], where)
-            length = np.take(graph.length, here)
-            ahead = np.take(fleet.s, where) + np.maximum(table.speed[rows[tracked]], 0.0) * dt
-            following = np.take(fleet.route[:, 1], where)
-            onward = (ahead > length) & (following >= 0)
-            segment[tracked] = np.where(onward, following, here)
-            s[tracked] = np.where(onward, ahead - length, ahead)
-        if len(others):
-            segment[~tracked], s[~tracked], _ = graph.locate(table.location[others, :2],
-                                                             np.radians(table.rotation[others, 1]))
-        return segment, s
+        if not len(where):
+            return tracked, where, np.zeros(0), others
+        here = np.take(fleet.route[:, 0], where)
+        length = np.take(graph.length, here)
+        ahead = np.take(fleet.s, where) + np.maximum(table.speed[tracked], 0.0) * dt
+        following = np.take(fleet.route[:, 1], where)
+        onward = (ahead > length) & (following >= 0)
+        return tracked, np.where(onward, following, here), np.where(onward, ahead - length, ahead), others
 
     def _body_rows(self) -> np.ndarray:
         table = self.world.table

@@ -6,19 +6,21 @@ Why here and not in the client: CARLA's client reads a light's state, timings an
 and a vehicle's light and speed limit, from the episode snapshot only; the server decides
 them. Lights of one junction take turns as CARLA's light groups do: one phase (one
 controller's lights) green, then yellow, then all red for the red time, then the next
-phase. Everything per tick is numpy over all groups, lights and vehicles.
+phase. The per-tick work (cycle, each vehicle's light) is compiled loops over all groups,
+lights and vehicles; the snapshot writer (snapshot.py) copies the results into the records.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+import math
+from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 
-from ..maps.lane_graph import LaneGraph, lane_graph_for
+from ..maps.lane_graph import LaneGraph, lane_graph_for, nearest_lane
 from ..maps.signals import STOP_SIGN_BLUEPRINT, TRAFFIC_LIGHT_BLUEPRINT, SignalSpec
 from ..protocol import encoding
-from .actors import ActorKind
 from .blueprints import find_blueprint
 
 if TYPE_CHECKING:
@@ -31,11 +33,11 @@ LONE_LIGHT_RED_TIME_S = 10.0   # a light without a controller is its own group; 
 STAGE_COLORS = np.array([encoding.TRAFFIC_LIGHT_GREEN, encoding.TRAFFIC_LIGHT_YELLOW, encoding.TRAFFIC_LIGHT_RED],
                         np.uint8)
 STAGES = len(STAGE_COLORS)
+RED = encoding.TRAFFIC_LIGHT_RED
 # A vehicle is "at" a light while its centre is within this distance before the stop line: CARLA's
 # trigger box spans 1.5-4.5 m before the line, plus half a car length.
 TRIGGER_REACH_M = 7.0
 MS_TO_KMH = 3.6
-BLOCK_OFFSET = encoding.ACTOR_RECORD.fields["vehicle"][1]   # type-dependent block within an actor record
 LIGHT_HEAD_OFFSET_M = (0.0, 0.0, 4.4)     # light head centre above the actor origin, for get_light_boxes
 LIGHT_HEAD_EXTENT_M = (0.25, 0.25, 0.6)
 
@@ -54,10 +56,11 @@ class TrafficLights:
         self.light_specs, self.stop_specs = lights, stops
         self.light_rows, self.light_ids = self._spawn(lights)
         self.stop_rows, self.stop_ids = self._spawn(stops)
-        self._sign_rows = np.concatenate([self.light_rows, self.stop_rows])
+        self.sign_rows = np.concatenate([self.light_rows, self.stop_rows])   # lights first, then stops
+        self.sign_ids = np.array([spec.sign_id.encode()[:encoding.SIGN_ID_BYTES] for spec in lights + stops],
+                                 f"S{encoding.SIGN_ID_BYTES}")
         self.index_of_id = {int(actor_id): i for i, actor_id in enumerate(self.light_ids)}
         self.frozen = False
-        self._position_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
         group_keys = sorted({spec.group for spec in lights})
         self.group = np.array([group_keys.index(spec.group) for spec in lights], np.int64)
@@ -82,11 +85,7 @@ class TrafficLights:
         self.state = np.zeros(len(lights), np.uint8)
         self.elapsed = np.zeros(len(lights))
         self._recompute(np.ones(len(group_keys), bool))
-        self._sign_blocks = self._blocks(lights + stops)
-
         self._graph_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._vehicle_rows = np.zeros(0, np.int64)
-        self._vehicle_light = np.zeros(0, np.int64)
 
     def _spawn(self, specs: list[SignalSpec]) -> tuple[np.ndarray, np.ndarray]:
         """Adds one map actor per signal; its rpc bounding box is the trigger volume, as in
@@ -102,37 +101,17 @@ class TrafficLights:
             ids.append(info.id)
         return np.array(rows, np.int64), np.array(ids, np.int64)
 
-    @staticmethod
-    def _blocks(specs: list[SignalSpec]) -> np.ndarray:
-        blocks = np.zeros(len(specs), encoding.TRAFFIC_LIGHT_DATA)
-        blocks["sign_id"] = [spec.sign_id.encode()[:encoding.SIGN_ID_BYTES] for spec in specs]
-        return blocks
-
     # --- light cycle -------------------------------------------------------------
 
     def _recompute(self, groups: np.ndarray) -> None:
         """States of the lights of the given groups (bool mask) from their group's phase and stage."""
-        lights = groups[self.group]
-        active = self.phase_rank == self.current[self.group]
-        state = np.where(active, STAGE_COLORS[self.stage[self.group]], encoding.TRAFFIC_LIGHT_RED)
-        changed = lights & (state != self.state)
-        self.elapsed[changed] = 0.0
-        self.state[lights] = state[lights]
+        _recompute_states(groups, self.current, self.stage, self.group, self.phase_rank, self.state, self.elapsed)
 
     def step(self, dt: float) -> None:
         """Advances every group's cycle, then updates what each vehicle's snapshot reports."""
         if len(self.state) and not self.frozen:
-            self.elapsed += dt
-            self.timer += dt
-            duration = self.times[self.head[np.arange(len(self.timer)), self.current], self.stage]
-            expired = self.timer >= duration
-            if expired.any():
-                self.timer[expired] -= duration[expired]
-                self.stage[expired] += 1
-                wrapped = expired & (self.stage == STAGES)
-                self.stage[wrapped] = 0
-                self.current[wrapped] = (self.current[wrapped] + 1) % self.phase_count[wrapped]
-                self._recompute(expired)
+            _advance_cycles(dt, self.timer, self.times, self.head, self.current, self.stage, self.phase_count,
+                            self.group, self.phase_rank, self.state, self.elapsed)
         self._update_vehicles(dt)
 
     # --- requests ------------------------------------------------------------------
@@ -213,71 +192,90 @@ class TrafficLights:
         return self._graph_tables
 
     def _update_vehicles(self, dt: float) -> None:
-        """Speed limit and faced light of every vehicle, from the lane it is on."""
-        world = self.world
+        """Speed limit and faced light of every vehicle, from the lane it is on: an autopilot
+        car's from its route, any other vehicle's located (with one compiled pass)."""
+        world, table = self.world, self.world.table
         rows = world.autopilot.vehicle_rows()
         if len(rows) == 0:
-            self._vehicle_rows = rows
             return
         graph = lane_graph_for(world.town)
-        segment, s = world.autopilot.lane_positions(rows, dt)
         _, _, approach_light = self.governed_paths(graph)
-        world.table.speed_limit[rows] = graph.speed_limit[segment] * MS_TO_KMH
-        light = approach_light[segment]
-        light[graph.length[segment] - s > TRIGGER_REACH_M] = -1
-        self._vehicle_rows, self._vehicle_light = rows, light
-
-    # --- snapshot ------------------------------------------------------------------------
-
-    def write_snapshot(self, records: np.ndarray, live: np.ndarray) -> None:
-        """Fills the light and sign blocks and the vehicles' light fields of a snapshot's records."""
-        block = records["vehicle"]
-        lights = len(self.light_rows)
-        if len(self._sign_blocks):
-            blocks = self._sign_blocks
-            blocks["green_time"][:lights] = self.times[:, 0]
-            blocks["yellow_time"][:lights] = self.times[:, 1]
-            blocks["red_time"][:lights] = self.times[:, 2]
-            blocks["elapsed_time"][:lights] = self.elapsed
-            blocks["pole_index"][:lights] = self.pole_index
-            blocks["time_is_frozen"][:lights] = self.frozen
-            blocks["state"][:lights] = self.state
-            position, present = self._positions("signs", live, lambda: self._sign_rows)
-            # raw bytes: the record's vehicle-shaped block has no fields over the light's last 24 bytes
-            raw = records.view(np.uint8).reshape(len(records), encoding.ACTOR_RECORD.itemsize)
-            raw_blocks = blocks[present].view(np.uint8).reshape(-1, encoding.ACTOR_DATA_BYTES)
-            raw[position[present], BLOCK_OFFSET:] = raw_blocks
-        if len(self._vehicle_rows):
-            position, present = self._positions("vehicles", live, lambda: self._vehicle_rows)
-            present = present & (self.world.table.kind[self._vehicle_rows] == ActorKind.VEHICLE)
-            light = self._vehicle_light[present]
-            facing = light >= 0
-            where = position[present]
-            block["has_traffic_light"][where] = facing
-            if len(self.light_ids):   # np.where evaluates both branches: index only real lights
-                safe = np.maximum(light, 0)
-                block["traffic_light_id"][where] = np.where(facing, self.light_ids[safe], 0)
-                block["traffic_light_state"][where] = np.where(facing, self.state[safe], encoding.TRAFFIC_LIGHT_GREEN)
-            else:
-                block["traffic_light_id"][where] = 0
-                block["traffic_light_state"][where] = encoding.TRAFFIC_LIGHT_GREEN
+        tracked, segment, s, others = world.autopilot.route_positions(rows, dt)
+        if len(tracked):
+            _vehicle_signals(tracked, segment, s, graph.speed_limit, graph.length, approach_light,
+                             table.speed_limit, table.facing_light)
+        if len(others) and not _located_vehicle_signals(others, table.location, table.rotation, *graph.search_tables,
+                                                        graph.speed_limit, approach_light, table.speed_limit,
+                                                        table.facing_light):
+            # some vehicle is off every road's reach: the k-d tree finds its nearest lane
+            segment, s, _ = graph.locate_rows(table.location, table.rotation, others)
+            _vehicle_signals(others, segment, s, graph.speed_limit, graph.length, approach_light,
+                             table.speed_limit, table.facing_light)
 
 
-    def _positions(self, name: str, live: np.ndarray, rows_of: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """_positions, recomputed only when the live rows or the rows asked about change (the
-        snapshot runs every tick; both arrays are cached upstream and replaced on change)."""
-        rows = rows_of()
-        cached = self._position_cache.get(name)
-        if cached is None or cached[0] is not live or cached[1] is not rows:
-            cached = (live, rows, *_positions(live, rows))
-            self._position_cache[name] = cached
-        return cached[2], cached[3]
+@numba.njit(cache=True)
+def _recompute_states(groups, current, stage, group, phase_rank, state, elapsed):
+    """See TrafficLights._recompute; a light whose state changes restarts its elapsed time."""
+    for i in range(len(state)):
+        g = group[i]
+        if not groups[g]:
+            continue
+        new = STAGE_COLORS[stage[g]] if phase_rank[i] == current[g] else RED
+        if new != state[i]:
+            elapsed[i] = 0.0
+            state[i] = new
 
 
-def _positions(live: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each row sits among the (sorted) live rows, and whether it is still there."""
-    position = np.searchsorted(live, rows)
-    present = position < len(live)
-    present[present] = live[position[present]] == rows[present]
-    return position, present
+@numba.njit(cache=True)
+def _advance_cycles(dt, timer, times, head, current, stage, phase_count, group, phase_rank, state, elapsed):
+    """One tick of every group's cycle: timers run, expired stages pass to the next stage
+    (after the last, to the next phase's green), and the lights of those groups follow."""
+    elapsed += dt
+    expired = np.zeros(len(timer), np.bool_)
+    any_expired = False
+    for g in range(len(timer)):
+        timer[g] += dt
+        duration = times[head[g, current[g]], stage[g]]
+        if timer[g] >= duration:
+            timer[g] -= duration
+            stage[g] += 1
+            if stage[g] == STAGES:
+                stage[g] = 0
+                current[g] = (current[g] + 1) % phase_count[g]
+            expired[g] = True
+            any_expired = True
+    if any_expired:
+        _recompute_states(expired, current, stage, group, phase_rank, state, elapsed)
 
+
+@numba.njit(cache=True)
+def _signal_of(row, lane, s, lane_speed_limit, lane_length, approach_light, speed_limit, facing_light):
+    """A vehicle's speed limit (km/h) from its lane, and the light it faces: its lane's, once
+    within the trigger reach of the stop line."""
+    speed_limit[row] = lane_speed_limit[lane] * MS_TO_KMH
+    facing_light[row] = approach_light[lane] if lane_length[lane] - s <= TRIGGER_REACH_M else -1
+
+
+@numba.njit(cache=True)
+def _vehicle_signals(rows, segment, s, lane_speed_limit, lane_length, approach_light, speed_limit, facing_light):
+    """_signal_of each row at its segment and arc length."""
+    for k in range(len(rows)):
+        _signal_of(rows[k], segment[k], s[k], lane_speed_limit, lane_length, approach_light, speed_limit,
+                   facing_light)
+
+
+@numba.njit(cache=True)
+def _located_vehicle_signals(rows, location, rotation, origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
+                             seg_start, seg_spacing, seg_length, lane_speed_limit, approach_light, speed_limit,
+                             facing_light):
+    """_signal_of each row at the lane nearest_lane finds for its pose; False if it found none for some."""
+    all_found = True
+    for k in range(len(rows)):
+        r = rows[k]
+        lane, s, _ = nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start,
+                                  seg_spacing, seg_length, location[r, 0], location[r, 1], math.radians(rotation[r, 1]))
+        if lane < 0:
+            all_found = False
+            continue
+        _signal_of(r, lane, s, lane_speed_limit, seg_length, approach_light, speed_limit, facing_light)
+    return all_found

@@ -141,12 +141,9 @@ def step_vehicles(table: ActorTable, rows: np.ndarray, dt: float, surface: RoadS
     if len(rows) == 0:
         return
     grid = surface.grid
-    off_road = _step_kernel(
-        rows, dt, table.speed, table.throttle, table.brake, table.steer, table.hand_brake, table.reverse,
-        table.manual_gear_shift, table.gear, table.max_accel, table.top_speed, table.brake_decel,
-        table.drag_per_mass, table.rolling_accel, table.full_steer_rad, table.wheelbase, table.max_curvature,
-        table.location, table.rotation, table.velocity, table.angular_velocity, table.acceleration,
-        grid.origin, grid.shape, grid.starts, grid.members, grid.points, surface.pitch, surface.roll, surface.yaw)
+    off_road = _step_kernel(rows, dt, table.speed, table.pedals, table.control_flags, table.gear,
+                            table.vehicle_parameters, table.kinematics, grid.origin, grid.shape, grid.starts,
+                            grid.members, grid.points, surface.pitch, surface.roll, surface.yaw)
     if off_road.any():
         # Beyond the grid's reach the nearest road sample may be far: the k-d tree finds it.
         lost = rows[off_road]
@@ -161,25 +158,37 @@ def _wrap_deg(angle: float) -> float:
     return (angle + 180.0) % 360.0 - 180.0
 
 
+# Columns of the packed table arrays the compiled step reads.
+(WHEELBASE, FULL_STEER_RAD, MAX_CURVATURE, MAX_ACCEL, TOP_SPEED, BRAKE_DECEL, DRAG_PER_MASS, ROLLING_ACCEL) = (
+    ActorTable.VEHICLE_PARAMETER_COLUMNS.index(name) for name in (
+        "wheelbase", "full_steer_rad", "max_curvature", "max_accel", "top_speed", "brake_decel", "drag_per_mass",
+        "rolling_accel"))
+THROTTLE, STEER, BRAKE = (ActorTable.PEDAL_COLUMNS.index(name) for name in ("throttle", "steer", "brake"))
+HAND_BRAKE, REVERSE, MANUAL_GEAR_SHIFT = (ActorTable.FLAG_COLUMNS.index(name)
+                                          for name in ("hand_brake", "reverse", "manual_gear_shift"))
+
+
 @numba.njit(cache=True)
-def _step_kernel(rows, dt, speed_col, throttle_col, brake_col, steer_col, hand_brake_col, reverse_col,
-                 manual_col, gear_col, peak_col, top_col, brake_decel_col, drag_col, rolling_col,
-                 full_steer_col, wheelbase_col, max_curvature_col, location, rotation, velocity,
-                 angular_velocity, acceleration, grid_origin, grid_shape, grid_starts, grid_members,
-                 grid_points, lane_pitch, lane_roll, lane_yaw):
-    """The model of this module's docstring for each row; returns which rows found no road nearby."""
+def _step_kernel(rows, dt, speed_col, pedals, control_flags, gear_col, parameters, kinematics, grid_origin,
+                 grid_shape, grid_starts, grid_members, grid_points, lane_pitch, lane_roll, lane_yaw):
+    """The model of this module's docstring for each row; returns which rows found no road nearby.
+
+    kinematics holds location, rotation, velocity, angular velocity, acceleration (ActorTable)."""
+    location, rotation, velocity = kinematics[:, 0:3], kinematics[:, 3:6], kinematics[:, 6:9]
+    angular_velocity, acceleration = kinematics[:, 9:12], kinematics[:, 12:15]
     off_road = np.zeros(len(rows), dtype=np.bool_)
     for k in range(len(rows)):
         r = rows[k]
         speed = speed_col[r]   # signed, along the direction of travel; negative backwards
-        throttle = min(max(throttle_col[r], 0.0), 1.0)
-        brake = min(max(brake_col[r], 0.0), 1.0)
-        steer = min(max(steer_col[r], -1.0), 1.0)
-        manual = manual_col[r]
-        backwards = gear_col[r] < 0 if manual else reverse_col[r]
+        throttle = min(max(pedals[r, THROTTLE], 0.0), 1.0)
+        brake = min(max(pedals[r, BRAKE], 0.0), 1.0)
+        steer = min(max(pedals[r, STEER], -1.0), 1.0)
+        manual = control_flags[r, MANUAL_GEAR_SHIFT]
+        backwards = gear_col[r] < 0 if manual else control_flags[r, REVERSE]
         neutral = manual and gear_col[r] == 0
         direction = -1.0 if backwards else 1.0
-        drag, rolling, peak, top = drag_col[r], rolling_col[r], peak_col[r], top_col[r]
+        drag, rolling = parameters[r, DRAG_PER_MASS], parameters[r, ROLLING_ACCEL]
+        peak, top = parameters[r, MAX_ACCEL], parameters[r, TOP_SPEED]
 
         # Engine pull along the gear's direction, falling with the speed in that direction.
         geared_speed = max(direction * speed, 0.0)
@@ -189,8 +198,8 @@ def _step_kernel(rows, dt, speed_col, throttle_col, brake_col, steer_col, hand_b
             pull = peak * (1.0 - geared_speed / top) + (drag * top * top + rolling) * geared_speed / top
         drive = 0.0 if neutral else throttle * max(pull, 0.0)
         # Foot and hand brake together cannot out-brake the better of the two alone (grip).
-        full_brake = brake_decel_col[r]
-        hand = HAND_BRAKE_DECEL_MPS2 if hand_brake_col[r] else 0.0
+        full_brake = parameters[r, BRAKE_DECEL]
+        hand = HAND_BRAKE_DECEL_MPS2 if control_flags[r, HAND_BRAKE] else 0.0
         braking = min(brake * full_brake + hand, max(full_brake, HAND_BRAKE_DECEL_MPS2))
         resist = braking + drag * speed * speed + rolling
         pitch = math.radians(rotation[r, 0])
@@ -202,11 +211,12 @@ def _step_kernel(rows, dt, speed_col, throttle_col, brake_col, steer_col, hand_b
 
         # Rear-axle path curvature from the wheel angle, bounded by the turning circle and grip.
         mean_speed = 0.5 * (speed + new_speed)
-        curvature = math.tan(steer * full_steer_col[r]) / wheelbase_col[r]
-        limit = min(max_curvature_col[r],
+        wheelbase = parameters[r, WHEELBASE]
+        curvature = math.tan(steer * parameters[r, FULL_STEER_RAD]) / wheelbase
+        limit = min(parameters[r, MAX_CURVATURE],
                     TYRE_GRIP_G * GRAVITY_MPS2 / max(mean_speed * mean_speed, MIN_SPEED_SQUARED_M2PS2))
         curvature = min(max(curvature, -limit), limit)
-        slip = math.atan(ORIGIN_FROM_REAR_AXLE * wheelbase_col[r] * curvature)   # origin's sideslip
+        slip = math.atan(ORIGIN_FROM_REAR_AXLE * wheelbase * curvature)   # origin's sideslip
         yaw_rate = mean_speed * math.cos(slip) * curvature
 
         yaw = math.radians(rotation[r, 1])

@@ -19,6 +19,7 @@ from .actors import ActorInfo, ActorKind, ActorTable
 from .autopilot import Autopilot
 from .blueprints import BlueprintDef, find_blueprint, validate_attribute
 from .sensors import SensorReading, SensorSystem
+from .snapshot import SnapshotRecords
 from .settings import CLEAR_NOON, EpisodeSettings
 from .traffic_lights import TrafficLights
 
@@ -43,7 +44,6 @@ class RowGroups:
     vehicles: np.ndarray   # simulated vehicles
     walkers: np.ndarray    # simulated walkers
     attached: np.ndarray   # actors that follow a parent
-    walkers_in_snapshot: np.ndarray   # positions of walkers among the live rows
 
 
 class WorldError(Exception):
@@ -70,7 +70,7 @@ class World:
         self._map_changed = True
         self.last_delta_seconds = 0.0
         self._groups: RowGroups | None = None
-        self._snapshot_records: tuple[int, np.ndarray] | None = None
+        self._snapshot_records = SnapshotRecords()
         self.sensors = SensorSystem(town.carla_map)
         self.collisions = collisions.CollisionSystem()
         self.contacts = collisions.NO_CONTACTS      # this tick's, for the collision sensors
@@ -313,8 +313,7 @@ class World:
                 live=np.flatnonzero(alive),
                 vehicles=np.flatnonzero(alive & (kind == ActorKind.VEHICLE) & physics),
                 walkers=np.flatnonzero(alive & (kind == ActorKind.WALKER) & physics),
-                attached=np.flatnonzero(alive & (table.parent_row[:size] >= 0)),
-                walkers_in_snapshot=np.flatnonzero(kind[alive] == ActorKind.WALKER))
+                attached=np.flatnonzero(alive & (table.parent_row[:size] >= 0)))
         return self._groups
 
     def _update_attached(self, rows: np.ndarray) -> None:
@@ -334,35 +333,9 @@ class World:
 
     def snapshot(self) -> bytes:
         """The episode-stream message for the current frame: header, then one record per actor."""
-        table = self.table
-        groups = self._row_groups()
-        rows = groups.live
-        records, bulk = self._snapshot_buffers(groups)
-        bulk["kinematics"] = table.kinematics[rows]
-        bulk["pedals"] = table.pedals[rows]
-        bulk["flags"] = table.control_flags[rows]
-        bulk["gear"] = table.gear[rows]
-        bulk["speed_limit"] = table.speed_limit[rows]
-        if len(groups.walkers_in_snapshot):
-            walker_rows = rows[groups.walkers_in_snapshot]
-            block = np.zeros(len(walker_rows), encoding.WALKER_DATA)
-            block["direction"] = table.control_direction[walker_rows]
-            block["speed"] = table.walker_speed[walker_rows]
-            block["jump"] = table.jump[walker_rows]
-            records["vehicle"][groups.walkers_in_snapshot] = block.view(encoding.VEHICLE_DATA)
-        self.traffic_lights.write_snapshot(records, rows)
+        records = self._snapshot_records.write(self.table, self._row_groups().live, self.traffic_lights)
         flags = encoding.MAP_CHANGED_FLAG if self._map_changed else 0
         self._map_changed = False
         return (encoding.sensor_header(encoding.EPISODE_STATE_SENSOR_TYPE, self.frame, self.elapsed_seconds)
                 + encoding.episode_header(self.episode_id, time.monotonic(), self.last_delta_seconds, flags)
                 + records.tobytes())
-
-    def _snapshot_buffers(self, groups: RowGroups) -> tuple[np.ndarray, np.ndarray]:
-        """The record array for the live rows (ids and states set once) and its bulk-copy view."""
-        if self._snapshot_records is None or self._snapshot_records[0] != groups.version:
-            records = np.zeros(len(groups.live), encoding.ACTOR_RECORD)
-            records["id"] = self.table.ids[groups.live]
-            records["state"] = encoding.ACTOR_STATE_ACTIVE
-            self._snapshot_records = (groups.version, records)
-        records = self._snapshot_records[1]
-        return records, records.view(encoding.RECORD_BULK_VIEW)
