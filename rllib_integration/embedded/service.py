@@ -547,7 +547,24 @@ class CarlaService:
         return responses
 
     def _walker_states(self, commands: list[Any]) -> list[Any]:
-        """ApplyWalkerState for many walkers in one numpy update; bad entries get their own error."""
+        """ApplyWalkerState for many walkers in one numpy update; bad entries get their own error.
+
+        The walker AI sends one per walker every tick, so the common case (all well formed) is
+        checked as one array conversion; only a batch that fails it is decoded entry by entry."""
+        actors = self.world.actors
+        try:
+            fields = [command[0][1] for command in commands]
+            infos = [actors.get(field[0]) for field in fields]
+            if any(info is None or info.kind != ActorKind.WALKER for info in infos):
+                raise ValueError("a command names an actor that is not a walker")
+            poses = np.array([field[1] for field in fields], dtype=float).reshape(len(fields), 6)
+            speeds = np.array([field[2] for field in fields], dtype=float)
+        except (ValueError, TypeError, IndexError, KeyError):
+            return self._walker_states_one_by_one(commands)
+        self.world.set_walker_states(np.array([info.row for info in infos]), poses[:, :3], poses[:, 3:], speeds)
+        return [encoding.value_response(field[0]) for field in fields]
+
+    def _walker_states_one_by_one(self, commands: list[Any]) -> list[Any]:
         responses: list[Any] = []
         rows, poses, speeds = [], [], []
         for command in commands:

@@ -1,9 +1,12 @@
-"""Vectorised rigid-body geometry in CARLA's (Unreal's) left-handed frame.
+"""Vectorised (numpy) and compiled (per-row) rigid-body geometry in CARLA's (Unreal's) left-handed frame.
 
 x forward, y right, z up; yaw turns x toward y; angles in degrees on the wire.
 """
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
 
@@ -26,16 +29,35 @@ def rotation_matrices(rot_deg: np.ndarray) -> np.ndarray:
     return matrices
 
 
-def compose(parent_loc: np.ndarray, parent_rot: np.ndarray,
-            child_loc: np.ndarray, child_rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World pose of children given their parents' world poses and their relative poses."""
-    parent_m = rotation_matrices(parent_rot)
-    world_loc = parent_loc + np.einsum("nij,nj->ni", parent_m, child_loc)
-    world_m = parent_m @ rotation_matrices(child_rot)
-    pitch = np.degrees(np.arcsin(np.clip(world_m[:, 2, 0], -1.0, 1.0)))
-    yaw = np.degrees(np.arctan2(world_m[:, 1, 0], world_m[:, 0, 0]))
-    roll = np.degrees(np.arctan2(-world_m[:, 2, 1], world_m[:, 2, 2]))
-    return world_loc, np.stack([pitch, yaw, roll], axis=1)
+@numba.njit(cache=True)
+def _rotation_matrix(pitch_deg: float, yaw_deg: float, roll_deg: float) -> np.ndarray:
+    """rotation_matrices for one rotation."""
+    pitch, yaw, roll = math.radians(pitch_deg), math.radians(yaw_deg), math.radians(roll_deg)
+    cp, sp, cy, sy, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw), math.cos(roll), math.sin(roll)
+    return np.array([[cp * cy, cy * sp * sr - sy * cr, -cy * sp * cr - sy * sr],
+                     [cp * sy, sy * sp * sr + cy * cr, -sy * sp * cr + cy * sr],
+                     [sp, -cp * sr, cp * cr]])
+
+
+@numba.njit(cache=True)
+def compose_rows(rows, parent_rows, relative_location, relative_rotation, location, rotation):
+    """World pose of each row from its parent's world pose and its pose relative to the parent
+    (rotations [pitch, yaw, roll] in degrees), written into location and rotation."""
+    for k in range(len(rows)):
+        r, p = rows[k], parent_rows[k]
+        parent = _rotation_matrix(rotation[p, 0], rotation[p, 1], rotation[p, 2])
+        for i in range(3):
+            location[r, i] = location[p, i] + (parent[i, 0] * relative_location[r, 0]
+                                               + parent[i, 1] * relative_location[r, 1]
+                                               + parent[i, 2] * relative_location[r, 2])
+        child = _rotation_matrix(relative_rotation[r, 0], relative_rotation[r, 1], relative_rotation[r, 2])
+        world = np.zeros((3, 3))
+        for i in range(3):
+            for j in range(3):
+                world[i, j] = parent[i, 0] * child[0, j] + parent[i, 1] * child[1, j] + parent[i, 2] * child[2, j]
+        rotation[r, 0] = math.degrees(math.asin(min(max(world[2, 0], -1.0), 1.0)))
+        rotation[r, 1] = math.degrees(math.atan2(world[1, 0], world[0, 0]))
+        rotation[r, 2] = math.degrees(math.atan2(-world[2, 1], world[2, 2]))
 
 
 def wrap_degrees(angle: np.ndarray) -> np.ndarray:

@@ -9,8 +9,10 @@ car the same way. Candidate pairs come from a k-d tree, then every test is numpy
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
@@ -78,46 +80,57 @@ def nearest(corridor: Corridor, bodies: Bodies, ignore_vehicles: np.ndarray, ign
     which = np.full(count, -1, np.int64)
     if count == 0 or len(bodies.rows) < 2:
         return Obstacles(gap, speed, which)
-    # np.take rather than fancy indexing for the gathers: several times faster on these shapes
     vehicle, other = pairs_within(corridor.xy[:, 0], bodies.xy, corridor.reach)
-    heading = np.take(corridor.yaw[:, 0], vehicle)
-    relative = np.take(bodies.xy, other, axis=0) - np.take(corridor.xy[:, 0], vehicle, axis=0)
-    # bodies behind the car's centre cannot be ahead on its route (short of a U-turn within reach)
-    keep = ((other != np.take(corridor.body, vehicle))
-            & (relative[:, 0] * np.cos(heading) + relative[:, 1] * np.sin(heading) > -np.take(bodies.half[:, 0], other))
-            & ~np.where(np.take(bodies.walker, other), np.take(ignore_walkers, vehicle),
-                        np.take(ignore_vehicles, vehicle)))
-    if len(ignored_pairs):
-        keep &= ~np.isin(np.take(corridor.body, vehicle) * len(bodies.rows) + other, ignored_pairs)
-    vehicle, other = vehicle[keep], other[keep]
-    if len(vehicle) == 0:
-        return Obstacles(gap, speed, which)
-
     points = int(np.searchsorted(corridor.distance[0], corridor.reach.max(), side="right")) + 1
-    route_points = np.ascontiguousarray(corridor.xy[:, :points])
-    offset = np.take(bodies.xy, other, axis=0)[:, None, :] - np.take(route_points, vehicle, axis=0)
-    point = np.argmin(np.einsum("npk,npk->np", offset, offset), axis=1)
-    relative = offset[np.arange(len(vehicle)), point]
-    flat = vehicle * corridor.yaw.shape[1] + point
-    yaw = np.take(corridor.yaw, flat)
-    cos_yaw, sin_yaw = np.cos(yaw), np.sin(yaw)
-    along = np.take(corridor.distance, flat) + relative[:, 0] * cos_yaw + relative[:, 1] * sin_yaw
-    lateral = relative[:, 1] * cos_yaw - relative[:, 0] * sin_yaw
-    turn = np.take(bodies.yaw, other) - yaw
-    cos_turn, sin_turn = np.abs(np.cos(turn)), np.abs(np.sin(turn))
-    half = np.take(bodies.half, other, axis=0)
-    half_length = half[:, 0] * cos_turn + half[:, 1] * sin_turn
-    half_width = half[:, 0] * sin_turn + half[:, 1] * cos_turn + LATERAL_MARGIN_M
-    blocking = ((along > 0.0) & (lateral + half_width > np.take(corridor.low, flat))
-                & (lateral - half_width < np.take(corridor.high, flat)))
-    if not blocking.any():
-        return Obstacles(gap, speed, which)
-    vehicle, other = vehicle[blocking], other[blocking]
-    clearance = (along - half_length)[blocking] - np.take(corridor.front, vehicle)
-    np.minimum.at(gap, vehicle, clearance)
-    nearest_one = clearance == np.take(gap, vehicle)        # ties: either body will do
-    chosen, body = vehicle[nearest_one], other[nearest_one]
-    which[chosen] = body
-    moving = np.take(bodies.velocity, body, axis=0)
-    speed[chosen] = moving[:, 0] * cos_yaw[blocking][nearest_one] + moving[:, 1] * sin_yaw[blocking][nearest_one]
+    _nearest_kernel(vehicle, other, points, corridor.body, corridor.xy, corridor.yaw, corridor.distance, corridor.low,
+                    corridor.high, corridor.front, bodies.xy, bodies.yaw, bodies.half, bodies.velocity, bodies.walker,
+                    ignore_vehicles, ignore_walkers, ignored_pairs, gap, speed, which)
     return Obstacles(gap, speed, which)
+
+
+@numba.njit(cache=True)
+def _nearest_kernel(vehicle, other, points, own_body, route_xy, route_yaw, route_distance, low, high, front, body_xy,
+                    body_yaw, body_half, body_velocity, walker, ignore_vehicles, ignore_walkers, ignored_pairs,
+                    gap, speed, which):
+    """nearest() over the candidate (vehicle, other body) pairs, checking each against the
+    first `points` route points of the vehicle's corridor; fills gap, speed and which."""
+    bodies = len(body_xy)
+    for k in range(len(vehicle)):
+        v, o = vehicle[k], other[k]
+        if o == own_body[v]:
+            continue
+        if ignore_walkers[v] if walker[o] else ignore_vehicles[v]:
+            continue
+        heading = route_yaw[v, 0]
+        dx, dy = body_xy[o, 0] - route_xy[v, 0, 0], body_xy[o, 1] - route_xy[v, 0, 1]
+        # bodies behind the car's centre cannot be ahead on its route (short of a U-turn within reach)
+        if dx * math.cos(heading) + dy * math.sin(heading) <= -body_half[o, 0]:
+            continue
+        if len(ignored_pairs):
+            key = own_body[v] * bodies + o
+            at = np.searchsorted(ignored_pairs, key)
+            if at < len(ignored_pairs) and ignored_pairs[at] == key:
+                continue
+        # the route point nearest the body, and the body's footprint in that point's frame
+        point, best = 0, np.inf
+        for p in range(points):
+            px, py = body_xy[o, 0] - route_xy[v, p, 0], body_xy[o, 1] - route_xy[v, p, 1]
+            squared = px * px + py * py
+            if squared < best:
+                point, best = p, squared
+        rx, ry = body_xy[o, 0] - route_xy[v, point, 0], body_xy[o, 1] - route_xy[v, point, 1]
+        yaw = route_yaw[v, point]
+        cos_yaw, sin_yaw = math.cos(yaw), math.sin(yaw)
+        along = route_distance[v, point] + rx * cos_yaw + ry * sin_yaw
+        lateral = ry * cos_yaw - rx * sin_yaw
+        turn = body_yaw[o] - yaw
+        cos_turn, sin_turn = abs(math.cos(turn)), abs(math.sin(turn))
+        half_length = body_half[o, 0] * cos_turn + body_half[o, 1] * sin_turn
+        half_width = body_half[o, 0] * sin_turn + body_half[o, 1] * cos_turn + LATERAL_MARGIN_M
+        if along <= 0.0 or lateral + half_width <= low[v, point] or lateral - half_width >= high[v, point]:
+            continue
+        clearance = along - half_length - front[v]
+        if clearance <= gap[v]:   # ties: either body will do
+            gap[v] = clearance
+            which[v] = o
+            speed[v] = body_velocity[o, 0] * cos_yaw + body_velocity[o, 1] * sin_yaw

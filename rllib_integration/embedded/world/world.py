@@ -321,13 +321,9 @@ class World:
             return
         table = self.table
         parents = table.parent_row[rows]
-        location, rotation = geometry.compose(table.location[parents], table.rotation[parents],
-                                              table.relative_location[rows], table.relative_rotation[rows])
-        table.location[rows] = location
-        table.rotation[rows] = rotation
-        table.velocity[rows] = table.velocity[parents]
-        table.angular_velocity[rows] = table.angular_velocity[parents]
-        table.acceleration[rows] = table.acceleration[parents]
+        geometry.compose_rows(rows, parents, table.relative_location, table.relative_rotation, table.location,
+                              table.rotation)
+        table.kinematics[rows, 6:] = table.kinematics[parents, 6:]   # after the pose: velocities, acceleration
 
     # --- snapshot -----------------------------------------------------------
 
