@@ -14,6 +14,7 @@ from navmesh_file import PolygonGraph, parse
 from rllib_integration.embedded.maps import navmesh
 from rllib_integration.embedded.maps.generated import Crosswalk, Lane, LaneProfile, OpenDriveMap, Pose, Segment
 from rllib_integration.embedded.maps.pedestrian_areas import pedestrian_areas
+from rllib_integration.embedded.maps.signals import TRAFFIC_LIGHT_BLUEPRINT, signals_for
 from rllib_integration.embedded.maps.town import load_town
 from rllib_integration.embedded.maps.towns import find_town
 
@@ -91,28 +92,19 @@ def test_random_navigation_locations_lie_on_sidewalks(town_server: ServerProcess
 REACH_TARGETS = """
 world.set_pedestrians_seed(11)
 world.set_pedestrians_cross_factor(0.0)
-if {lights_red}:
-    # The walker AI waits at a signalised crosswalk while the light is green or yellow: with
-    # every light held red, arrival times measure the navigation mesh alone.
-    for light in world.get_actors().filter("traffic.traffic_light"):
-        light.set_state(carla.TrafficLightState.Red)
-    world.get_actors().filter("traffic.traffic_light")[0].freeze(True)   # freezes every light
+# The walker AI waits at a signalised crosswalk while the light is green or yellow for the cars
+# (test_ai_walker_waits_at_a_signalised_crosswalk_while_cars_have_green). After such a wait the
+# client sometimes replans a walker to a new random target (it re-routes walkers it finds moved
+# under 0.5 m in 4 s), so with cycling lights a few of 20 never reach their first target. With
+# every light held red, arrival times measure the navigation mesh alone.
+for light in world.get_actors().filter("traffic.traffic_light"):
+    light.set_state(carla.TrafficLightState.Red)
+world.get_actors().filter("traffic.traffic_light")[0].freeze(True)   # freezes every light
 """
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known issue: with cycling traffic lights, some walkers of Town01 never reach their target (the "
-    "client's walker AI waits at signalised crosswalks; with every light held red all arrive)"))
-def test_ai_walkers_reach_random_targets_across_cycling_traffic_lights(town_server: ServerProcess):
-    _reach_random_targets(town_server, lights_red=False)
-
-
 def test_ai_walkers_reach_random_targets_keeping_off_the_road_except_at_crosswalks(town_server: ServerProcess):
-    _reach_random_targets(town_server, lights_red=True)
-
-
-def _reach_random_targets(town_server: ServerProcess, lights_red: bool) -> None:
-    result = run_client(town_server, CLIENT_SETUP, REACH_TARGETS.format(lights_red=lights_red), f"""
+    result = run_client(town_server, CLIENT_SETUP, REACH_TARGETS, f"""
     pairs = []
     while len(pairs) < {WALKERS}:
         pair = spawn_walker(world.get_random_location_from_navigation(), len(pairs))
@@ -160,6 +152,65 @@ def _reach_random_targets(town_server: ServerProcess, lights_red: bool) -> None:
     assert (kinds == "sidewalk").mean() > 0.8
     assert ((samples[:, 2] > HALF_HEIGHTS_M[0] - 0.1) & (samples[:, 2] < HALF_HEIGHTS_M[1] + 0.1)).all()
     assert all(result["destroyed"]) and result["left"] == 0
+    _assert_rpc_log_clean(town_server)
+
+
+def _signalised_crosswalk(town_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A walk across the crosswalk nearest a traffic light: from 2.5 m before one end to 0.5 m
+    past the other (still on the mesh), along its long axis."""
+    town = load_town(find_town(town_name))
+    lights = np.array([spec.location[:2] for spec in signals_for(town) if spec.blueprint == TRAFFIC_LIGHT_BLUEPRINT])
+    zone = min(pedestrian_areas(town.carla_map, town.xodr).crosswalk_zones,
+               key=lambda zone: np.hypot(*(lights - np.array(zone.centroid.coords[0])).T).min())
+    corners = np.array(zone.minimum_rotated_rectangle.exterior.coords)[:4]
+    if np.hypot(*(corners[1] - corners[0])) > np.hypot(*(corners[2] - corners[1])):
+        corners = np.roll(corners, 1, axis=0)
+    end, other_end = (corners[0] + corners[1]) / 2, (corners[2] + corners[3]) / 2   # mid-points of the short sides
+    axis = (other_end - end) / np.hypot(*(other_end - end))
+    return end - 2.5 * axis, other_end + 0.5 * axis
+
+
+def test_ai_walker_waits_at_a_signalised_crosswalk_while_cars_have_green(town_server: ServerProcess):
+    """The client AI asks the light nearest the crosswalk (its stop waypoints come from our
+    trigger volumes) and stays off the road while it is green, then crosses on red."""
+    start, target = _signalised_crosswalk(town_server.town)
+    green_s, red_s = 20.0, 30.0
+    result = run_client(town_server, CLIENT_SETUP, f"""
+    lights = world.get_actors().filter("traffic.traffic_light")
+    for light in lights:
+        light.set_state(carla.TrafficLightState.Green)
+    lights[0].freeze(True)   # freezes every light
+    walker, controller = spawn_walker(carla.Location({start[0]}, {start[1]}, 0.5))
+    target = carla.Location({target[0]}, {target[1]}, 0.0)
+    controller.start()
+    controller.go_to_location(target)
+    controller.set_max_speed({SPEED_MPS})
+    def walk(seconds):
+        trail = []
+        for _ in range(round(seconds / {DT_S})):
+            world.tick()
+            here = walker.get_location()
+            trail.append([here.x, here.y, walker.get_velocity().length(), lane_kind(here)])
+            if here.distance(carla.Location(target.x, target.y, here.z)) < {ARRIVED_M}:
+                break
+        return trail
+    green = walk({green_s})
+    for light in lights:
+        light.set_state(carla.TrafficLightState.Red)
+    red = walk({red_s})
+    emit({{"green": green, "red": red, "destroyed": [controller.destroy(), walker.destroy()]}})
+    """, timeout=300)
+    green, red = result["green"], result["red"]
+    assert len(green) == round(green_s / DT_S), "the walker crossed on green"
+    assert all(sample[3] != "driving" for sample in green), "the walker stepped onto the road on green"
+    waiting = green[-round(green_s / 2 / DT_S):]
+    assert max(sample[2] for sample in waiting) == 0.0, "the walker did not stand still at the kerb"
+    assert np.hypot(*(np.array(waiting[-1][:2]) - start)) > 1.0, "the walker never walked up to the crosswalk"
+    assert any(sample[3] == "driving" for sample in red), "the walker did not cross the road"
+    crossing = np.hypot(*(target - start))
+    assert np.hypot(*(np.array(red[-1][:2]) - target)) < ARRIVED_M, "the walker did not reach the far side"
+    assert len(red) * DT_S < 2 * crossing / SPEED_MPS + 2.0
+    assert result["destroyed"] == [True, True]
     _assert_rpc_log_clean(town_server)
 
 
