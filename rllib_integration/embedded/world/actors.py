@@ -58,7 +58,8 @@ class ActorTable:
                      "walker_speed", "mass")  # mass in kg, for exchanging momentum in collisions
     # facing_light: index (into the episode's TrafficLights) of the light a vehicle faces, -1 none
     INT_COLUMNS = ("gear", "parent_row", "facing_light")
-    BOOL_COLUMNS = ("alive", "simulate_physics", "on_ground", "jump", "collisions_disabled")
+    # off_road: the vehicle step found no road-surface sample within reach of a vehicle this tick
+    BOOL_COLUMNS = ("alive", "simulate_physics", "off_road", "jump", "collisions_disabled")
 
     def __init__(self) -> None:
         self.capacity = 0

@@ -148,6 +148,8 @@ class SensorSystem:
 
     def step(self, world: World) -> list[SensorReading]:
         """This tick's readings; call once per tick, after attached poses and the frame advance."""
+        if not any(group.infos for group in self._groups.values()):
+            return []
         readings = self._collisions(world)
         for sensor_type, compute in ((encoding.OBSTACLE_SENSOR_TYPE, self._obstacles),
                                      (encoding.GNSS_SENSOR_TYPE, self._gnss),

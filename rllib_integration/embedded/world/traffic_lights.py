@@ -200,7 +200,10 @@ class TrafficLights:
             return
         graph = lane_graph_for(world.town)
         _, _, approach_light = self.governed_paths(graph)
-        tracked, segment, s, others = world.autopilot.route_positions(rows, dt)
+        if len(world.autopilot.fleet):
+            tracked, segment, s, others = world.autopilot.route_positions(rows, dt)
+        else:   # no autopilot car: every vehicle is located
+            tracked, others = (), rows
         if len(tracked):
             _vehicle_signals(tracked, segment, s, graph.speed_limit, graph.length, approach_light,
                              table.speed_limit, table.facing_light)

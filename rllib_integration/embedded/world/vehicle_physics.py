@@ -141,12 +141,11 @@ def step_vehicles(table: ActorTable, rows: np.ndarray, dt: float, surface: RoadS
     if len(rows) == 0:
         return
     grid = surface.grid
-    off_road = _step_kernel(rows, dt, table.speed, table.pedals, table.control_flags, table.gear,
-                            table.vehicle_parameters, table.kinematics, grid.origin, grid.shape, grid.starts,
-                            grid.members, grid.points, surface.pitch, surface.roll, surface.yaw)
-    if off_road.any():
+    if _step_kernel(rows, dt, table.speed, table.pedals, table.control_flags, table.gear, table.vehicle_parameters,
+                    table.kinematics, table.off_road, grid.origin, grid.shape, grid.starts, grid.members, grid.points,
+                    surface.pitch, surface.roll, surface.yaw):
         # Beyond the grid's reach the nearest road sample may be far: the k-d tree finds it.
-        lost = rows[off_road]
+        lost = rows[table.off_road[rows]]
         ground_z, pitch, roll = surface.ground_under(table.location[lost], table.rotation[lost, 1])
         table.location[lost, 2] = ground_z
         table.rotation[lost, 0] = geometry.wrap_degrees(pitch)
@@ -169,14 +168,15 @@ HAND_BRAKE, REVERSE, MANUAL_GEAR_SHIFT = (ActorTable.FLAG_COLUMNS.index(name)
 
 
 @numba.njit(cache=True)
-def _step_kernel(rows, dt, speed_col, pedals, control_flags, gear_col, parameters, kinematics, grid_origin,
+def _step_kernel(rows, dt, speed_col, pedals, control_flags, gear_col, parameters, kinematics, off_road, grid_origin,
                  grid_shape, grid_starts, grid_members, grid_points, lane_pitch, lane_roll, lane_yaw):
-    """The model of this module's docstring for each row; returns which rows found no road nearby.
+    """The model of this module's docstring for each row; marks in off_road the rows that found
+    no road nearby and returns how many did.
 
     kinematics holds location, rotation, velocity, angular velocity, acceleration (ActorTable)."""
     location, rotation, velocity = kinematics[:, 0:3], kinematics[:, 3:6], kinematics[:, 6:9]
     angular_velocity, acceleration = kinematics[:, 9:12], kinematics[:, 12:15]
-    off_road = np.zeros(len(rows), dtype=np.bool_)
+    lost = 0
     for k in range(len(rows)):
         r = rows[k]
         speed = speed_col[r]   # signed, along the direction of travel; negative backwards
@@ -235,8 +235,8 @@ def _step_kernel(rows, dt, speed_col, pedals, control_flags, gear_col, parameter
             location[r, 2] = grid_points[sample, 2]
             rotation[r, 0] = _wrap_deg(lane_pitch[sample] * alignment)
             rotation[r, 2] = _wrap_deg(lane_roll[sample] * alignment)
-        else:
-            off_road[k] = True
+        off_road[r] = sample < 0
+        lost += sample < 0
         rotation[r, 1] = new_yaw_deg
 
         new_course = new_yaw + slip
@@ -253,7 +253,7 @@ def _step_kernel(rows, dt, speed_col, pedals, control_flags, gear_col, parameter
         acceleration[r, 1] = along_y * longitudinal + right_y * lateral
         acceleration[r, 2] = along_z * longitudinal
         speed_col[r] = new_speed
-    return off_road
+    return lost
 
 
 def set_velocity(table: ActorTable, row: int, velocity: np.ndarray) -> None:
