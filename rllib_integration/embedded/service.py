@@ -17,6 +17,7 @@ from .maps import navmesh
 from .maps.town import Town, TownLoadError, load_town
 from .maps.towns import InlineTownSource, UnknownTownError, available_towns, find_town
 from .protocol import actor_encoding, encoding
+from .protocol.encoding import DecodeError
 from .protocol.rpc import Dispatcher, RpcError
 from .protocol.streaming import EPISODE_STREAM_ID, StreamingServer
 from .traffic_manager_service import TrafficManagerService
@@ -105,11 +106,12 @@ class CarlaService:
 
     @staticmethod
     def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
-        """World and settings refusals become RPC errors carrying their message."""
+        """World and settings refusals and malformed arguments become RPC errors carrying their
+        message; anything else is a bug, which the dispatcher logs with its traceback."""
         def call(*args: Any) -> Any:
             try:
                 return func(*args)
-            except (WorldError, SettingsError, ValueError) as error:
+            except (WorldError, SettingsError, DecodeError) as error:
                 raise RpcError(str(error)) from None
         return call
 
@@ -574,7 +576,7 @@ class CarlaService:
                 poses.append(encoding.decode_transform(transform))
                 speeds.append(float(speed))
                 responses.append(encoding.value_response(actor_id))
-            except (WorldError, ValueError, TypeError, IndexError) as error:
+            except (WorldError, DecodeError, TypeError, IndexError) as error:
                 responses.append(encoding.value_error(str(error)))
         if rows:
             pose = np.array(poses, dtype=float).reshape(len(rows), 6)
@@ -583,12 +585,13 @@ class CarlaService:
 
     def _run_command(self, command: Any) -> list[Any]:
         try:
-            index, payload = command[0]
+            index, payload = encoding.decode_command(command)
             handler = _COMMANDS.get(index)
             if handler is None:
                 raise WorldError(f"command type {index} is not supported by the embedded CARLA server")
             return encoding.value_response(handler(self, payload))
-        except (WorldError, SettingsError, ValueError, TypeError, IndexError, KeyError) as error:
+        except (WorldError, SettingsError, DecodeError, TypeError, IndexError, KeyError) as error:
+            # a malformed or refused command fails alone; the rest of the batch is applied
             return encoding.value_error(str(error))
 
     def _command_spawn(self, payload: list[Any]) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from .world import vehicle_physics
 from .world.actors import ActorInfo, ActorTable
 from .world.blueprints import VehiclePhysics
+from .world.errors import WorldError
 
 WHEEL_RADIUS_M = 0.35
 REAR_WHEEL_STEER_DEG = 0.0
@@ -60,7 +61,7 @@ def apply_physics_control(info: ActorInfo, table: ActorTable, control: list[Any]
     """Mass, drag coefficient and front-wheel max steer angle feed the model; the rest is shape only."""
     mass, drag, wheels = float(control[11]), float(control[12]), control[15]
     if mass <= 0:
-        raise ValueError(f"mass must be positive (got {mass} kg)")
+        raise WorldError(f"mass must be positive (got {mass} kg)")
     info.physics_override = dataclasses.replace(_physics(info), mass_kg=mass, drag_coefficient=drag)
     row = info.row
     keep = (table.simulate_physics[row], table.gear[row])

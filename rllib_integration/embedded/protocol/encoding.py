@@ -26,20 +26,35 @@ def transform(loc: Sequence[float], rot: Sequence[float]) -> list[list[float]]:
     return [location(loc), location(rot)]
 
 
+class DecodeError(ValueError):
+    """An argument that does not have the shape of the CARLA type it stands for."""
+
+
 def decode_transform(value: Any) -> tuple[Vector3, Vector3]:
-    """Inverse of transform(); raises ValueError on a malformed value."""
+    """Inverse of transform(); raises DecodeError on a malformed value."""
     try:
         loc, rot = value
         return (float(loc[0]), float(loc[1]), float(loc[2])), (float(rot[0]), float(rot[1]), float(rot[2]))
     except (TypeError, ValueError, IndexError) as error:
-        raise ValueError(f"malformed transform {value!r}") from error
+        raise DecodeError(f"malformed transform {value!r}") from error
+
+
+def decode_command(value: Any) -> tuple[Any, list[Any]]:
+    """A batch command (a one-entry variant: [[index, payload]]) as (index, payload)."""
+    try:
+        index, payload = value[0]
+    except (TypeError, ValueError, IndexError, KeyError) as error:
+        raise DecodeError(f"malformed command {value!r:.80}") from error
+    if not isinstance(payload, list):
+        raise DecodeError(f"malformed command {value!r:.80}")
+    return index, payload
 
 
 def decode_vector(value: Any) -> Vector3:
     try:
         return float(value[0]), float(value[1]), float(value[2])
     except (TypeError, ValueError, IndexError) as error:
-        raise ValueError(f"malformed vector {value!r}") from error
+        raise DecodeError(f"malformed vector {value!r}") from error
 
 
 def bounding_box(center: Sequence[float], extent: Sequence[float], actor_id: int = 0) -> list[Any]:

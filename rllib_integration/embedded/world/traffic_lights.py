@@ -22,6 +22,7 @@ from ..maps.lane_graph import LaneGraph, lane_graph_for, nearest_lane
 from ..maps.signals import STOP_SIGN_BLUEPRINT, TRAFFIC_LIGHT_BLUEPRINT, SignalSpec
 from ..protocol import encoding
 from .blueprints import find_blueprint
+from .errors import WorldError
 
 if TYPE_CHECKING:
     from .world import World
@@ -42,8 +43,8 @@ LIGHT_HEAD_OFFSET_M = (0.0, 0.0, 4.4)     # light head centre above the actor or
 LIGHT_HEAD_EXTENT_M = (0.25, 0.25, 0.6)
 
 
-class TrafficLightError(ValueError):
-    """An actor id that is not one of this episode's traffic lights."""
+class TrafficLightError(WorldError):
+    """A request about a traffic light this episode refuses (unknown light, bad state or time)."""
 
 
 class TrafficLights:
@@ -126,7 +127,7 @@ class TrafficLights:
         """The light shows `state` until its group's cycle next changes (never, while frozen)."""
         index = self.light(actor_id)
         if int(state) not in range(5):
-            raise ValueError(f"traffic light state must be 0-4 (Red, Yellow, Green, Off, Unknown), got {state}")
+            raise TrafficLightError(f"traffic light state must be 0-4 (Red, Yellow, Green, Off, Unknown), got {state}")
         if self.state[index] != state:
             self.elapsed[index] = 0.0
         self.state[index] = state
@@ -135,7 +136,7 @@ class TrafficLights:
         """Green, yellow or red time of the light's controller (every light of its phase)."""
         index = self.light(actor_id)
         if not seconds >= 0.0:
-            raise ValueError(f"traffic light time must be a non-negative number of seconds, got {seconds}")
+            raise TrafficLightError(f"traffic light time must be a non-negative number of seconds, got {seconds}")
         stage = int(np.flatnonzero(STAGE_COLORS == stage_color)[0])
         same_phase = (self.group == self.group[index]) & (self.phase_rank == self.phase_rank[index])
         self.times[same_phase, stage] = float(seconds)

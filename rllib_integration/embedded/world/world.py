@@ -18,6 +18,7 @@ from . import collisions, geometry, vehicle_physics, walker_physics
 from .actors import ActorInfo, ActorKind, ActorTable
 from .autopilot import Autopilot
 from .blueprints import BlueprintDef, find_blueprint, validate_attribute
+from .errors import WorldError
 from .sensors import SensorReading, SensorSystem
 from .snapshot import SnapshotRecords
 from .settings import CLEAR_NOON, EpisodeSettings
@@ -44,10 +45,6 @@ class RowGroups:
     vehicles: np.ndarray   # simulated vehicles
     walkers: np.ndarray    # simulated walkers
     attached: np.ndarray   # actors that follow a parent
-
-
-class WorldError(Exception):
-    """A request the world refuses; the message is what the client shows its user."""
 
 
 class World:
