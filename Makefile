@@ -32,7 +32,7 @@ system-deps:
 	echo "make system-deps: installing$$missing"; \
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
-# dqn_config.yaml trains on CARLA's Town01 (from CARLA_MAPS_PATH); set town: GridCity there to train without it.
+# dqn_config.yaml trains on CARLA's Town01 (from CARLA_MAPS_PATH), else on the generated GridCity (fallback_town).
 train: install
 	CARLA_MAPS_PATH=$(CARLA_MAPS_PATH) $(BIN)/python dqn_train.py dqn_config.yaml
 

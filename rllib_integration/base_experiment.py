@@ -46,6 +46,9 @@ class BaseExperiment:
                 "seed": None,            # seed of NPC choices and the Traffic Manager; None: from reset(seed=)
             },
             "town": "Town05_Opt",        # town name; "_Opt" towns load with map layers (see enable_map_assets)
+            # town used instead, with a warning, when `town` is not on the server (a fresh install has no
+            # CARLA maps but the embedded server's generated towns); None: that is an error
+            "fallback_town": None,
             "weather": "ClearNoon",      # a carla.WeatherParameters preset name
         }
 

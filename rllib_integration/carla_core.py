@@ -250,8 +250,9 @@ class CarlaCore:
         that TM's keep-alive thread, which stalls the next ticks and can crash the client."""
         config = self._experiment_config
         self._destroy_actors()
-        if self._loaded_town != config["town"]:
-            self._load_town(config["town"])
+        fallback = config.get("fallback_town")
+        if self._loaded_town not in {config["town"], fallback} - {None}:
+            self._load_town(self._available_town(config["town"], fallback))
         else:
             self.world.reset_all_traffic_lights()
         self.world.set_weather(weather_preset(config["weather"]))
@@ -263,7 +264,6 @@ class CarlaCore:
         self._spawn_background(config["background_activity"])
 
     def _load_town(self, town: str) -> None:
-        self._check_town(town)
         weather_preset(self._experiment_config["weather"])   # a bad preset fails before the slow load
         self._shut_down_traffic_manager()   # load_world would restart it, stalling the next ticks
         layers = carla.MapLayer.All if self.config["enable_map_assets"] else carla.MapLayer.NONE
@@ -273,13 +273,19 @@ class CarlaCore:
         self._blueprints = self.world.get_blueprint_library()
         self._spectator = self.world.get_spectator()
 
-    def _check_town(self, town: str) -> None:
+    def _available_town(self, town: str, fallback: str | None) -> str:
+        """`town` if the server has it, else the experiment's fallback_town (with a warning)."""
         available = {town_base_name(path): path.rsplit("/", 1)[-1] for path in self.client.get_available_maps()}
-        if town_base_name(town) not in available:
-            raise ConfigError(
-                f"town '{town}' (experiment setting 'town') is not available on the {self.server_description}; "
-                f"available: {', '.join(sorted(available.values()))}. Set 'town' to one of them (the embedded "
-                "server also finds .xodr towns in CARLA_MAPS_PATH and $CARLA_ROOT)")
+        if town_base_name(town) in available:
+            return town
+        missing = f"town '{town}' (experiment setting 'town') is not available on the {self.server_description}"
+        if fallback and town_base_name(fallback) in available:
+            logger.warning("%s; using fallback_town '%s' instead (the embedded server finds .xodr towns in "
+                           "CARLA_MAPS_PATH and $CARLA_ROOT)", missing, fallback)
+            return fallback
+        raise ConfigError(
+            f"{missing}; available: {', '.join(sorted(available.values()))}. Set 'town' to one of them (the "
+            "embedded server also finds .xodr towns in CARLA_MAPS_PATH and $CARLA_ROOT)")
 
     def _spawn_background(self, config: dict[str, Any]) -> None:
         seed = config["seed"] if config["seed"] is not None else self._rng.randrange(SEED_LIMIT)

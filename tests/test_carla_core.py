@@ -163,6 +163,9 @@ def test_bad_settings_are_reported_with_the_setting_and_the_fix(tmp_path):
     core = CarlaCore({"timeout": 5.0})
     hero = {"blueprint": "vehicle.lincoln.mkz_2017", "sensors": {}, "spawn_points": []}
     attempt("town", lambda: core.setup_experiment(experiment(town="Town05_Opt")))
+    attempt("fallback town", lambda: core.setup_experiment(experiment(town="Town05_Opt", fallback_town="Town99")))
+    core.setup_experiment(experiment(town="Town05_Opt", fallback_town="GridCity"))
+    fell_back_to = core.map.name
     attempt("weather", lambda: core.setup_experiment(experiment(weather="Sunny")))
     core.setup_experiment(experiment())
     attempt("spawn point", lambda: core.reset_hero(dict(hero, spawn_points=["1,2"])))
@@ -171,7 +174,8 @@ def test_bad_settings_are_reported_with_the_setting_and_the_fix(tmp_path):
     attempt("sensor attribute", lambda: core.reset_hero(dict(hero, sensors={"c": {"type": "sensor.other.collision", "range": 3}})))
     attempt("camera", lambda: core.reset_hero(dict(hero, sensors={"front": {"type": "sensor.camera.rgb"}})))
     core.reset_hero(hero)
-    emit({"errors": errors, "ticks": len([core.tick(None) for _ in range(3)]), "pid": core._launcher.process.pid})
+    emit({"errors": errors, "ticks": len([core.tick(None) for _ in range(3)]), "pid": core._launcher.process.pid,
+          "fell_back_to": fell_back_to})
     core.close()
     """)
     out = result.last
@@ -180,6 +184,10 @@ def test_bad_settings_are_reported_with_the_setting_and_the_fix(tmp_path):
     assert "ServerStartError" in errors["attach"] and "('attach' in the 'carla' config)" in errors["attach"]
     assert "town 'Town05_Opt' (experiment setting 'town') is not available" in errors["town"]
     assert "available: GridCity, HighwayLoop, Town01" in errors["town"]
+    assert "town 'Town05_Opt' (experiment setting 'town') is not available" in errors["fallback town"]
+    assert out["fell_back_to"].endswith("GridCity")
+    assert "(experiment setting 'town') is not available on the embedded" in result.stderr
+    assert "; using fallback_town 'GridCity' instead" in result.stderr
     assert "weather 'Sunny' is not a carla.WeatherParameters preset" in errors["weather"]
     assert "ClearNoon" in errors["weather"]
     assert "hero.spawn_points[0]: '1,2' is not a transform; write x,y,z[,roll,pitch,yaw]" in errors["spawn point"]
