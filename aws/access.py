@@ -1,5 +1,6 @@
 """Who may reach an instance: one key pair, whose private key stays in keys/ (mode 0400), and a
-security group that admits SSH from one address range and nothing else.
+security group that admits SSH from one address range and nothing else (a Ray cluster's group
+also lets its own members reach each other).
 
 Dashboards (TensorBoard, Ray) are never opened to the network: they go through SSH tunnels.
 """
@@ -24,6 +25,7 @@ CALLER_IP_URL_ENV = "CARLA_RLLIB_CALLER_IP_URL"
 DEFAULT_CALLER_IP_URL = "https://checkip.amazonaws.com"
 CALLER_IP_TIMEOUT_S = 10
 SECURITY_GROUP_DESCRIPTION = "carla-rllib: SSH from one address range only (dashboards go through SSH tunnels)"
+CLUSTER_GROUP_DESCRIPTION = "carla-rllib Ray cluster: SSH from one address range, all ports between its members"
 
 
 def detect_public_ip() -> str:
@@ -124,11 +126,23 @@ def _is_ssh_rule(permission: dict[str, Any], cidr: str) -> bool:
             and not permission.get("UserIdGroupPairs") and not permission.get("PrefixListIds"))
 
 
-def ensure_security_group(ec2: Any, group_name: str, cidr: str) -> str:
-    """Creates or reuses `group_name` and makes its ingress exactly SSH from `cidr`.
+def _members_rule(group_id: str) -> dict[str, Any]:
+    return {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group_id}]}
 
-    An existing group is brought back to that single rule: the caller's address changes, and a
-    rule added by hand (a dashboard port, 0.0.0.0/0) must not survive unnoticed.
+
+def _is_members_rule(permission: dict[str, Any], group_id: str) -> bool:
+    """True when `permission` admits every port from members of `group_id` and nothing else."""
+    return (permission.get("IpProtocol") == "-1" and not permission.get("IpRanges")
+            and not permission.get("Ipv6Ranges") and not permission.get("PrefixListIds")
+            and [pair.get("GroupId") for pair in permission.get("UserIdGroupPairs", [])] == [group_id])
+
+
+def ensure_security_group(ec2: Any, group_name: str, cidr: str, *, cluster: bool = False) -> str:
+    """Creates or reuses `group_name` and makes its ingress exactly SSH from `cidr` (and, for a
+    Ray cluster, every port from the group's own members: the nodes talk to each other).
+
+    An existing group is brought back to those rules: the caller's address changes, and a rule
+    added by hand (a dashboard port, 0.0.0.0/0) must not survive unnoticed.
     """
     vpc_id = _default_vpc_id(ec2)
     groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [group_name]},
@@ -136,15 +150,21 @@ def ensure_security_group(ec2: Any, group_name: str, cidr: str) -> str:
     if groups:
         group_id, permissions = groups[0]["GroupId"], groups[0]["IpPermissions"]
     else:
-        group_id = ec2.create_security_group(GroupName=group_name, Description=SECURITY_GROUP_DESCRIPTION,
+        description = CLUSTER_GROUP_DESCRIPTION if cluster else SECURITY_GROUP_DESCRIPTION
+        group_id = ec2.create_security_group(GroupName=group_name, Description=description,
                                              VpcId=vpc_id)["GroupId"]
         permissions = []
-    stale = [permission for permission in permissions if not _is_ssh_rule(permission, cidr)]
+    wanted = [(_ssh_rule(cidr), lambda permission: _is_ssh_rule(permission, cidr))]
+    if cluster:
+        wanted.append((_members_rule(group_id), lambda permission: _is_members_rule(permission, group_id)))
+    stale = [permission for permission in permissions if not any(matches(permission) for _, matches in wanted)]
     if stale:
         ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=stale)
-    if len(stale) == len(permissions):
-        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[_ssh_rule(cidr)])
-    say(f"security group {group_name} ({group_id}): ingress only SSH (22/tcp) from {cidr}")
+    missing = [rule for rule, matches in wanted if not any(matches(permission) for permission in permissions)]
+    if missing:
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=missing)
+    members = " and all ports between its members" if cluster else ""
+    say(f"security group {group_name} ({group_id}): ingress only SSH (22/tcp) from {cidr}{members}")
     return group_id
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from . import access, ec2 as instances, image, ssh
+from . import access, cluster, ec2 as instances, image, ssh
 from .errors import UsageError
 from .progress import say
 from .signals import end_signals_as_interrupts, shielded
@@ -23,6 +23,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_NAME = "CARLA_RLLIB"
 DEFAULT_INSTANCE_TYPE = "g5.xlarge"  # one NVIDIA A10G: CARLA needs a GPU with Vulkan
 DEFAULT_VOLUME_SIZE_GB = 150  # CARLA 0.9.16 unpacked, its tarball while installing, results
+DEFAULT_HEAD_INSTANCE_TYPE = "m5.2xlarge"    # a Ray cluster's driver and learner
+DEFAULT_WORKER_INSTANCE_TYPE = "c5.4xlarge"  # env runners, one embedded server each
+DEFAULT_MAX_WORKERS = 2
+CLUSTER_TEMPLATE = PROJECT_DIR / "dqn_example" / "dqn_autoscaler.yaml"
 DASHBOARD_PORTS = (6006, 8265)  # TensorBoard, Ray dashboard: reached through an SSH tunnel only
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -72,14 +76,20 @@ def create_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch(args: argparse.Namespace) -> int:
-    cidr = access.ssh_cidr(args.ssh_cidr, args.allow_any_ip)
-    _, keys = _settings(args)
-    ec2 = instances.client()
+def _ami_id(args: argparse.Namespace, ec2: Any) -> str:
+    """--ami-id, else the AMI create-image made under --name."""
     ami_id = args.ami_id or image.own_image_id(ec2, args.name)
     if not ami_id:
         raise UsageError(f"no AMI named {args.name} in region {instances.region(ec2)}: "
                          "run `aws_helper.py create-image` first or pass --ami-id")
+    return ami_id
+
+
+def launch(args: argparse.Namespace) -> int:
+    cidr = access.ssh_cidr(args.ssh_cidr, args.allow_any_ip)
+    _, keys = _settings(args)
+    ec2 = instances.client()
+    ami_id = _ami_id(args, ec2)
     key_name = args.key_name or args.name
     group_id = access.admit(ec2, key_name, args.security_group_name or args.name, cidr, keys)
     instance_id = instances.run_instance(
@@ -87,6 +97,34 @@ def launch(args: argparse.Namespace) -> int:
         security_group_id=group_id, volume_size_gb=args.volume_size, user_data=args.user_data)
     _reachable_or_stopped(args, ec2, instances.wait_running(ec2, instance_id))
     print(instance_id)
+    return 0
+
+
+def cluster_config(args: argparse.Namespace) -> int:
+    if args.max_workers < 0:
+        raise UsageError(f"--max-workers must be 0 or more, got {args.max_workers}")
+    cidr = access.ssh_cidr(args.ssh_cidr, args.allow_any_ip)
+    _, keys = _settings(args)
+    ec2 = instances.client()
+    ami_id = _ami_id(args, ec2)
+    root_device = instances.root_device_name(ec2, ami_id)
+    key_name = args.key_name or args.name
+    access.ensure_key_pair(ec2, key_name, keys)
+    group_id = access.ensure_security_group(ec2, args.security_group_name or f"{args.name}-ray-cluster", cidr,
+                                            cluster=True)
+    request = cluster.ClusterRequest(
+        region=instances.region(ec2), ami_id=ami_id, root_device_name=root_device, key_name=key_name,
+        private_key=keys.pem(key_name), ssh_user=args.ssh_user, security_group_id=group_id, head_instance_type=args.head_instance_type,
+        worker_instance_type=args.worker_instance_type, max_workers=args.max_workers, project_dir=PROJECT_DIR)
+    text = cluster.cluster_yaml(cluster.cluster_config(CLUSTER_TEMPLATE, request))
+    if args.output:
+        cluster.write_file(Path(args.output), text)
+        target = args.output
+    else:
+        sys.stdout.write(text)
+        target = "CLUSTER.yaml"
+    say(f"next: .venv/bin/ray up {target}, then .venv/bin/ray exec {target} '. ~/.carla-rllib/env.sh && "
+        f"cd ~/carla-rllib && python dqn_train.py dqn_config.yaml --auto'; .venv/bin/ray down {target} ends it")
     return 0
 
 
@@ -180,12 +218,17 @@ def _machine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help="name of the AMI / instance, and default key pair and security group name "
                              "(default %(default)s)")
-    parser.add_argument("--key-name", help="EC2 key pair (default: --name); created and saved to keys/ if new")
     parser.add_argument("--security-group-name", help="security group (default: --name)")
     parser.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE, help="default %(default)s")
     parser.add_argument("--volume-size", type=int, default=DEFAULT_VOLUME_SIZE_GB,
                         help="encrypted root volume, GB (default %(default)s)")
     parser.add_argument("--user-data", default="", help="user data (cloud-init) passed to the instance")
+    _access_options(parser)
+
+
+def _access_options(parser: argparse.ArgumentParser) -> None:
+    """Who may connect: the key pair and the address range SSH admits."""
+    parser.add_argument("--key-name", help="EC2 key pair (default: --name); created and saved to keys/ if new")
     parser.add_argument("--ssh-cidr", help="address range admitted to SSH (default: your public IP /32)")
     parser.add_argument("--allow-any-ip", action="store_true",
                         help="allow --ssh-cidr 0.0.0.0/0 (SSH open to the whole internet)")
@@ -214,6 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("launch", launch, "launch an instance from the AMI and print its id")
     _machine_options(run)
     run.add_argument("--ami-id", help="AMI to launch (default: your AMI named --name)")
+    ray_cluster = command("cluster-config", cluster_config,
+                          "write a Ray cluster configuration (ray up) for EC2 from dqn_example/dqn_autoscaler.yaml")
+    ray_cluster.add_argument("--name", default=DEFAULT_NAME,
+                             help="name of the AMI and default key pair; the security group defaults to "
+                                  "NAME-ray-cluster (default %(default)s)")
+    ray_cluster.add_argument("--security-group-name",
+                             help="security group of every node (default: NAME-ray-cluster)")
+    ray_cluster.add_argument("--ami-id", help="AMI of every node (default: your AMI named --name)")
+    ray_cluster.add_argument("--head-instance-type", default=DEFAULT_HEAD_INSTANCE_TYPE, help="default %(default)s")
+    ray_cluster.add_argument("--worker-instance-type", default=DEFAULT_WORKER_INSTANCE_TYPE,
+                             help="default %(default)s")
+    ray_cluster.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS,
+                             help="worker nodes at most (default %(default)s)")
+    _access_options(ray_cluster)
+    ray_cluster.add_argument("--output", help="write the configuration here (default: stdout)")
     with_instance(command("start", start, "start an instance and wait until SSH answers"))
     with_instance(command("stop", stop, "stop an instance and wait until it is stopped"))
     with_instance(command("info", info, "print an instance's fields")).add_argument(

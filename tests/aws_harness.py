@@ -145,6 +145,22 @@ def start_moto(workdir: Path) -> MotoServer:
     return MotoServer(process, f"http://127.0.0.1:{port}")
 
 
+def aws_env(moto: MotoServer, keys_dir: Path, **overrides: str) -> dict[str, str]:
+    """This process's environment with AWS pointed at moto (no real credentials or config leak in)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CARLA_RLLIB_"))}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
+               AWS_ENDPOINT_URL=moto.url, AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+               CARLA_RLLIB_KEYS_DIR=str(keys_dir), CARLA_RLLIB_CALLER_IP_URL=UNREACHABLE_URL, PYTHON=sys.executable)
+    env.update(overrides)
+    return env
+
+
+def run_helper(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(AWS_HELPER), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
 class LoginUser:
     """A throwaway Unix user whose home folder is a temporary one: the instance's disk."""
 
@@ -276,20 +292,12 @@ class AwsWorld:
     keys_dir: Path
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CARLA_RLLIB_"))}
-        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
-                   AWS_ENDPOINT_URL=self.moto.url, AWS_EC2_METADATA_DISABLED="true",
-                   AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
-                   CARLA_RLLIB_SSH_HOST="127.0.0.1", CARLA_RLLIB_SSH_PORT=str(self.sshd.port),
-                   CARLA_RLLIB_SSH_USER=self.user.name, CARLA_RLLIB_KEYS_DIR=str(self.keys_dir),
-                   CARLA_RLLIB_SSH_TIMEOUT_S=str(TEST_SSH_TIMEOUT_S), CARLA_RLLIB_CALLER_IP_URL=UNREACHABLE_URL,
-                   PYTHON=sys.executable)
-        env.update(overrides)
-        return env
+        ssh = dict(CARLA_RLLIB_SSH_HOST="127.0.0.1", CARLA_RLLIB_SSH_PORT=str(self.sshd.port),
+                   CARLA_RLLIB_SSH_USER=self.user.name, CARLA_RLLIB_SSH_TIMEOUT_S=str(TEST_SSH_TIMEOUT_S))
+        return aws_env(self.moto, self.keys_dir, **{**ssh, **overrides})
 
     def helper(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(AWS_HELPER), *args], capture_output=True, text=True,
-                              timeout=timeout, env=env or self.env(), cwd=ROOT)
+        return run_helper(*args, env=env or self.env(), timeout=timeout)
 
     def launch(self, name: str, ami_id: str = NEWEST_BASE_AMI, *extra: str) -> str:
         result = self.helper("launch", "--name", name, "--ami-id", ami_id, "--ssh-cidr", "198.51.100.7/32", *extra)
