@@ -103,33 +103,32 @@ class LaneGraph:
         runs every tick for every vehicle); poses off every road by the k-d tree."""
         xy = np.ascontiguousarray(xy, dtype=np.float64)
         yaw_rad = np.ascontiguousarray(yaw_rad, dtype=np.float64)
-        found = _locate_kernel(*self.search_tables, xy, yaw_rad)
-        return self._with_far(found, xy, yaw_rad)
+        segment, s, distance, far = _locate_kernel(*self._search_tables, xy, yaw_rad)
+        if far:
+            self._place_far(segment, s, distance, xy, yaw_rad)
+        return segment, s, distance
 
     def locate_rows(self, location: np.ndarray, rotation: np.ndarray,
                     rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """locate() for rows of the actor table, read straight from its location and rotation
         (degrees) columns: the per-tick call for vehicles, without gathering their poses first."""
-        found = _locate_rows_kernel(*self.search_tables, location, rotation, rows)
-        if found[3].all():
-            return found[:3]
-        return self._with_far(found, location[rows, :2], np.radians(rotation[rows, 1]))
+        segment, s, distance, far = _locate_rows_kernel(*self._search_tables, location, rotation, rows)
+        if far:
+            self._place_far(segment, s, distance, location[rows, :2], np.radians(rotation[rows, 1]))
+        return segment, s, distance
 
     @functools.cached_property
-    def search_tables(self) -> tuple[np.ndarray, ...]:
-        """The arrays nearest_lane searches, in its argument order (for compiled callers)."""
+    def _search_tables(self) -> tuple[np.ndarray, ...]:
+        """The arrays _nearest_lane searches, in its argument order."""
         grid = self.grid
         return (grid.origin, grid.shape, grid.starts, grid.members, self.xy, self.yaw, self.segment_of,
                 self.start, self.spacing, self.length)
 
-    def _with_far(self, found: tuple[np.ndarray, ...], xy: np.ndarray,
-                  yaw_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The compiled search's answers, with the poses it found no lane near located by the k-d tree."""
-        segment, s, distance, near = found
-        if not near.all():
-            lost = ~near
-            segment[lost], s[lost], distance[lost] = self._locate_far(xy[lost], yaw_rad[lost])
-        return segment, s, distance
+    def _place_far(self, segment: np.ndarray, s: np.ndarray, distance: np.ndarray, xy: np.ndarray,
+                   yaw_rad: np.ndarray) -> None:
+        """Fills in, from the k-d tree, the poses the compiled search found no lane near (segment -1)."""
+        far = segment < 0
+        segment[far], s[far], distance[far] = self._locate_far(xy[far], yaw_rad[far])
 
     def _locate_far(self, xy: np.ndarray, yaw_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = min(LOCATE_CANDIDATES, len(self.xy))
@@ -355,7 +354,7 @@ def _junction_conflicts(xy: np.ndarray, segment_of: np.ndarray, junction: np.nda
 
 
 @numba.njit(cache=True)
-def nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start, seg_spacing,
+def _nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start, seg_spacing,
                   seg_length, x, y, yaw):
     """LaneGraph.locate of one pose within REACH_M of a lane (cost = distance + penalty x heading
     error): segment, arc length, distance; segment -1 when no lane sample is that near."""
@@ -386,13 +385,13 @@ def nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, 
 @numba.njit(cache=True)
 def _locate_kernel(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start, seg_spacing,
                    seg_length, xy, yaw):
-    """nearest_lane of each pose: segments, arc lengths, distances, and which were found."""
+    """_nearest_lane of each pose: segments, arc lengths, distances, and how many found no lane."""
     n = len(xy)
     segment, s, distance = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
     for q in range(n):
-        segment[q], s[q], distance[q] = nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
+        segment[q], s[q], distance[q] = _nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
                                                       seg_start, seg_spacing, seg_length, xy[q, 0], xy[q, 1], yaw[q])
-    return segment, s, distance, segment >= 0
+    return segment, s, distance, np.count_nonzero(segment < 0)
 
 
 @numba.njit(cache=True)
@@ -403,7 +402,7 @@ def _locate_rows_kernel(origin, shape, starts, members, lane_xy, lane_yaw, segme
     segment, s, distance = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
     for q in range(n):
         r = rows[q]
-        segment[q], s[q], distance[q] = nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
+        segment[q], s[q], distance[q] = _nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
                                                       seg_start, seg_spacing, seg_length, location[r, 0],
                                                       location[r, 1], math.radians(rotation[r, 1]))
-    return segment, s, distance, segment >= 0
+    return segment, s, distance, np.count_nonzero(segment < 0)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 PATH_DISTANCES_M = np.concatenate([np.arange(0.0, 24.0, 1.5), np.arange(24.0, 60.0, 3.0), np.arange(60.0, 150.1, 7.5)])
 TRACK_WINDOW_M = np.arange(-1.5, 1.51, 0.5)  # around the predicted position, where the car is looked for
+_NO_ROWS, _NO_ARC = np.zeros(0, np.int64), np.zeros(0)   # route_positions' answer without autopilot cars
 TRACK_POINTS = int(np.searchsorted(PATH_DISTANCES_M, 6.0)) + 1   # last tick's route points covering 6 m
 LOST_DISTANCE_M = 3.0            # further from its route than this (beyond a lane change): re-locate the car
 COMFORT_ACCEL_MPS2 = 2.5
@@ -211,8 +212,9 @@ class Autopilot:
         """Splits vehicle rows into autopilot cars and the rest. For the autopilot cars: their
         rows, and the segment and arc length each will be at after a tick of dt, from its route
         (tracked before the physics moved it dt further). Then the other rows, to be located."""
-        graph = lane_graph_for(self.world.town)
         table, fleet = self.world.table, self.fleet
+        if not len(fleet):   # an agent's car alone, say: nothing to split
+            return _NO_ROWS, _NO_ROWS, _NO_ARC, rows
         key = (table.version, fleet.version, len(rows))
         if self._row_split is None or self._row_split[0] != key:
             tracked = np.isin(rows, fleet.row)
@@ -221,9 +223,9 @@ class Autopilot:
             self._row_split = (key, rows[tracked], where, rows[~tracked])
         _, tracked, where, others = self._row_split
         if not len(where):
-            return tracked, where, np.zeros(0), others
+            return tracked, where, _NO_ARC, others
         here = np.take(fleet.route[:, 0], where)
-        length = np.take(graph.length, here)
+        length = np.take(lane_graph_for(self.world.town).length, here)
         ahead = np.take(fleet.s, where) + np.maximum(table.speed[tracked], 0.0) * dt
         following = np.take(fleet.route[:, 1], where)
         onward = (ahead > length) & (following >= 0)
@@ -340,7 +342,7 @@ class Autopilot:
         """Puts cars on the lane they stand on (heading-aware) with a fresh route."""
         fleet, table = self.fleet, self.world.table
         rows = fleet.row[indexes]
-        segment, s, _ = graph.locate(table.location[rows, :2], np.radians(table.rotation[rows, 1]))
+        segment, s, _ = graph.locate_rows(table.location, table.rotation, rows)
         fleet.route[indexes] = -1
         fleet.route[indexes, 0] = segment
         fleet.s[indexes] = s
@@ -717,7 +719,7 @@ class Autopilot:
         vehicles = bodies.rows[~bodies.walker]
         others = vehicles[~np.isin(vehicles, fleet.row)]
         if len(others):
-            segment, _, _ = graph.locate(table.location[others, :2], np.radians(table.rotation[others, 1]))
+            segment, _, _ = graph.locate_rows(table.location, table.rotation, others)
             taken.append(segment[graph.junction[segment] >= 0])
         return np.unique(np.concatenate(taken))
 

@@ -10,33 +10,23 @@ import numba
 import numpy as np
 
 
-def rotation_matrices(rot_deg: np.ndarray) -> np.ndarray:
-    """(n, 3) [pitch, yaw, roll] in degrees -> (n, 3, 3) matrices mapping local to world axes."""
-    pitch, yaw, roll = np.radians(rot_deg).T
-    cp, sp = np.cos(pitch), np.sin(pitch)
-    cy, sy = np.cos(yaw), np.sin(yaw)
-    cr, sr = np.cos(roll), np.sin(roll)
-    matrices = np.empty((len(rot_deg), 3, 3))
-    matrices[:, 0, 0] = cp * cy
-    matrices[:, 0, 1] = cy * sp * sr - sy * cr
-    matrices[:, 0, 2] = -cy * sp * cr - sy * sr
-    matrices[:, 1, 0] = cp * sy
-    matrices[:, 1, 1] = sy * sp * sr + cy * cr
-    matrices[:, 1, 2] = -sy * sp * cr + cy * sr
-    matrices[:, 2, 0] = sp
-    matrices[:, 2, 1] = -cp * sr
-    matrices[:, 2, 2] = cp * cr
-    return matrices
-
-
 @numba.njit(cache=True)
 def _rotation_matrix(pitch_deg: float, yaw_deg: float, roll_deg: float) -> np.ndarray:
-    """rotation_matrices for one rotation."""
+    """The matrix mapping local to world axes of one rotation (degrees)."""
     pitch, yaw, roll = math.radians(pitch_deg), math.radians(yaw_deg), math.radians(roll_deg)
     cp, sp, cy, sy, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw), math.cos(roll), math.sin(roll)
     return np.array([[cp * cy, cy * sp * sr - sy * cr, -cy * sp * cr - sy * sr],
                      [cp * sy, sy * sp * sr + cy * cr, -sy * sp * cr + cy * sr],
                      [sp, -cp * sr, cp * cr]])
+
+
+@numba.njit(cache=True)
+def rotation_matrices(rot_deg: np.ndarray) -> np.ndarray:
+    """(n, 3) [pitch, yaw, roll] in degrees -> (n, 3, 3) matrices mapping local to world axes."""
+    matrices = np.empty((len(rot_deg), 3, 3))
+    for k in range(len(rot_deg)):
+        matrices[k] = _rotation_matrix(rot_deg[k, 0], rot_deg[k, 1], rot_deg[k, 2])
+    return matrices
 
 
 @numba.njit(cache=True)

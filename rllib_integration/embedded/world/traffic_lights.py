@@ -12,13 +12,12 @@ lights and vehicles; the snapshot writer (snapshot.py) copies the results into t
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from ..maps.lane_graph import LaneGraph, lane_graph_for, nearest_lane
+from ..maps.lane_graph import LaneGraph, lane_graph_for
 from ..maps.signals import STOP_SIGN_BLUEPRINT, TRAFFIC_LIGHT_BLUEPRINT, SignalSpec
 from ..protocol import encoding
 from .blueprints import find_blueprint
@@ -194,27 +193,19 @@ class TrafficLights:
 
     def _update_vehicles(self, dt: float) -> None:
         """Speed limit and faced light of every vehicle, from the lane it is on: an autopilot
-        car's from its route, any other vehicle's located (with one compiled pass)."""
+        car's from its route, any other vehicle's located."""
         world, table = self.world, self.world.table
         rows = world.autopilot.vehicle_rows()
         if len(rows) == 0:
             return
         graph = lane_graph_for(world.town)
         _, _, approach_light = self.governed_paths(graph)
-        if len(world.autopilot.fleet):
-            tracked, segment, s, others = world.autopilot.route_positions(rows, dt)
-        else:   # no autopilot car: every vehicle is located
-            tracked, others = (), rows
+        tracked, segment, s, others = world.autopilot.route_positions(rows, dt)
+        signals = (graph.speed_limit, graph.length, approach_light, table.speed_limit, table.facing_light)
         if len(tracked):
-            _vehicle_signals(tracked, segment, s, graph.speed_limit, graph.length, approach_light,
-                             table.speed_limit, table.facing_light)
-        if len(others) and not _located_vehicle_signals(others, table.location, table.rotation, *graph.search_tables,
-                                                        graph.speed_limit, approach_light, table.speed_limit,
-                                                        table.facing_light):
-            # some vehicle is off every road's reach: the k-d tree finds its nearest lane
-            segment, s, _ = graph.locate_rows(table.location, table.rotation, others)
-            _vehicle_signals(others, segment, s, graph.speed_limit, graph.length, approach_light,
-                             table.speed_limit, table.facing_light)
+            _vehicle_signals(tracked, segment, s, *signals)
+        if len(others):
+            _vehicle_signals(others, *graph.locate_rows(table.location, table.rotation, others)[:2], *signals)
 
 
 @numba.njit(cache=True)
@@ -253,33 +244,10 @@ def _advance_cycles(dt, timer, times, head, current, stage, phase_count, group, 
 
 
 @numba.njit(cache=True)
-def _signal_of(row, lane, s, lane_speed_limit, lane_length, approach_light, speed_limit, facing_light):
-    """A vehicle's speed limit (km/h) from its lane, and the light it faces: its lane's, once
-    within the trigger reach of the stop line."""
-    speed_limit[row] = lane_speed_limit[lane] * MS_TO_KMH
-    facing_light[row] = approach_light[lane] if lane_length[lane] - s <= TRIGGER_REACH_M else -1
-
-
-@numba.njit(cache=True)
 def _vehicle_signals(rows, segment, s, lane_speed_limit, lane_length, approach_light, speed_limit, facing_light):
-    """_signal_of each row at its segment and arc length."""
+    """Each row's speed limit (km/h) from its lane (segment), and the light it faces: its lane's,
+    once within the trigger reach of the stop line (arc length s)."""
     for k in range(len(rows)):
-        _signal_of(rows[k], segment[k], s[k], lane_speed_limit, lane_length, approach_light, speed_limit,
-                   facing_light)
-
-
-@numba.njit(cache=True)
-def _located_vehicle_signals(rows, location, rotation, origin, shape, starts, members, lane_xy, lane_yaw, segment_of,
-                             seg_start, seg_spacing, seg_length, lane_speed_limit, approach_light, speed_limit,
-                             facing_light):
-    """_signal_of each row at the lane nearest_lane finds for its pose; False if it found none for some."""
-    all_found = True
-    for k in range(len(rows)):
-        r = rows[k]
-        lane, s, _ = nearest_lane(origin, shape, starts, members, lane_xy, lane_yaw, segment_of, seg_start,
-                                  seg_spacing, seg_length, location[r, 0], location[r, 1], math.radians(rotation[r, 1]))
-        if lane < 0:
-            all_found = False
-            continue
-        _signal_of(r, lane, s, lane_speed_limit, seg_length, approach_light, speed_limit, facing_light)
-    return all_found
+        lane = segment[k]
+        speed_limit[rows[k]] = lane_speed_limit[lane] * MS_TO_KMH
+        facing_light[rows[k]] = approach_light[lane] if lane_length[lane] - s[k] <= TRIGGER_REACH_M else -1

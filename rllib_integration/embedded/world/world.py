@@ -193,9 +193,12 @@ class World:
             self.on_actor_destroyed(info)
 
     def vehicle(self, actor_id: int) -> ActorInfo:
+        return self._actor_of_kind(actor_id, ActorKind.VEHICLE, "a vehicle")
+
+    def _actor_of_kind(self, actor_id: int, kind: ActorKind, what: str) -> ActorInfo:
         info = self.actor(actor_id)
-        if info.kind != ActorKind.VEHICLE:
-            raise WorldError(f"actor {actor_id} ({info.blueprint.id}) is not a vehicle")
+        if info.kind != kind:
+            raise WorldError(f"actor {actor_id} ({info.blueprint.id}) is not {what}")
         return info
 
     def apply_vehicle_control(self, actor_id: int, control: list) -> None:
@@ -211,10 +214,7 @@ class World:
         table.gear[row] = int(gear)
 
     def walker(self, actor_id: int) -> ActorInfo:
-        info = self.actor(actor_id)
-        if info.kind != ActorKind.WALKER:
-            raise WorldError(f"actor {actor_id} ({info.blueprint.id}) is not a walker")
-        return info
+        return self._actor_of_kind(actor_id, ActorKind.WALKER, "a walker")
 
     def apply_walker_control(self, actor_id: int, control: list) -> None:
         direction, speed, jump = control[:3]
